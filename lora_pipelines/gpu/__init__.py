@@ -1,0 +1,1 @@
+"""GPU backends behind one interface: simulated, Modal, ComfyUI."""

@@ -1,0 +1,124 @@
+"""Request and response models shared by the Modal apps, the Modal client and the simulated GPU service.
+
+One module so the three cannot drift apart. Only pydantic and the standard library are imported here,
+because `modal_apps/` ships this file into its containers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BaseModelName = Literal["z-image-turbo", "flux", "qwen-image", "one-2.1", "one-2.2"]
+BackendName = Literal["simulated", "modal", "comfyui"]
+TrainingState = Literal["queued", "running", "succeeded", "failed", "lost"]
+GenerationMode = Literal["lora", "face_swap", "standard"]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingSpec(_Strict):
+    """What a training call needs. `idempotency_key` makes a second submit return the first call."""
+
+    character_id: str = Field(pattern=_ID)
+    lora_model_id: str = Field(pattern=_ID, description="lora_models.id; the jobId of the artifact key")
+    base_model: BaseModelName
+    dataset_url: str = Field(description="URL of the dataset zip (images + captions + manifest.json)")
+    dataset_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    trigger_word: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    output_key: str = Field(description="object key the artifact belongs at: loras/{model}-character-{id}/{jobId}.safetensors")
+    steps: int = Field(default=1000, ge=1, le=20000)
+    rank: int = Field(default=16, ge=1, le=256)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1e-2)
+    idempotency_key: str = Field(min_length=8, max_length=200)
+
+
+class TrainingResult(_Strict):
+    """What a finished training call returns."""
+
+    base_model: BaseModelName
+    trigger_word: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    object_key: str | None = Field(default=None, description="set when the GPU side uploaded to the object store itself")
+    download_url: str | None = Field(default=None, description="where to fetch the file when it did not")
+    volume_path: str | None = None
+    upload_error: str | None = Field(default=None, description="object-store upload failure; the volume copy remains")
+    backend: BackendName
+
+
+class TrainingPoll(_Strict):
+    call_id: str
+    state: TrainingState
+    progress: float | None = Field(default=None, ge=0, le=100)
+    result: TrainingResult | None = None
+    error: str | None = None
+
+
+class SpawnResponse(_Strict):
+    call_id: str
+
+
+class LoraRef(_Strict):
+    """A LoRA a generation should apply, with where the GPU side can fetch it."""
+
+    lora_model_id: str = Field(pattern=_ID)
+    url: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    base_model: BaseModelName
+    trigger_word: str
+    strength_model: float = Field(default=1.0, ge=-10, le=10)
+    strength_clip: float = Field(default=1.0, ge=-10, le=10)
+
+
+class GenerateRequest(_Strict):
+    model: str = Field(min_length=1, max_length=64)
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str = Field(default="", max_length=4000)
+    width: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
+    steps: int = Field(default=8, ge=1, le=150)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    lora: LoraRef | None = None
+
+
+class FaceSwapRequest(_Strict):
+    model: str = Field(min_length=1, max_length=64)
+    prompt: str = Field(min_length=1, max_length=4000)
+    reference_image_b64: str = Field(min_length=1, description="base64 PNG/JPEG of the character's reference photo")
+    width: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=1024, ge=64, le=2048, multiple_of=8)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
+class AppliedLora(_Strict):
+    """What the backend really did with the requested LoRA."""
+
+    lora_model_id: str
+    loaded: bool
+    strength_model: float
+    strength_clip: float
+    detected_base_model: str | None = None
+    ignored_reason: str | None = None
+
+
+class GenerateResponse(_Strict):
+    image_b64: str
+    content_type: Literal["image/png"] = "image/png"
+    mode: GenerationMode
+    model: str
+    prompt: str = Field(description="the prompt as the backend received it")
+    seed: int
+    lora: AppliedLora | None = None
+    backend: BackendName
+    duration_ms: float = Field(ge=0)
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: str | None = None

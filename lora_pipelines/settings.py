@@ -1,0 +1,56 @@
+"""Environment → typed settings. Every default is an embedded one that needs no set-up."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GpuBackendName = Literal["simulated", "modal", "comfyui"]
+
+
+class Settings(BaseSettings):
+    """All configuration of lora_pipelines, read from `LORA_PIPELINES_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LORA_PIPELINES_", extra="ignore")
+
+    home: Path = Field(default=Path("./.lora_pipelines"), description="Root of every embedded default.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under home when unset.")
+    store_url: str | None = Field(default=None, description="Folder or s3://bucket/prefix; a folder under home when unset.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-protocol endpoint, e.g. https://<account>.r2.cloudflarestorage.com.")
+    gpu_backend: GpuBackendName = "simulated"
+    sim_gpu_url: str | None = Field(default=None, description="URL of a running simulated GPU service; started on demand when unset.")
+    modal_training_app: str = "lora-training"
+    modal_training_function: str = "train_lora"
+    modal_endpoint_url: str | None = Field(default=None, description="Base URL of the Modal generation web endpoints.")
+    modal_key: SecretStr | None = None
+    modal_secret: SecretStr | None = None
+    comfyui_url: str | None = Field(default=None, description="Base URL of the ComfyUI pod.")
+    comfyui_loras_root: Path = Path("/workspace/models/loras")
+    comfyui_lora_cache_bytes: int = 20 * 1024**3
+    min_photos: int = Field(default=5, ge=1, description="Usable photos a character needs before training.")
+    gpu_timeout_seconds: float = 120.0
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home / 'app.db'}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or str(self.resolved_home / "objects")
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.resolved_home / "dagster_home")
+
+
+def load_settings() -> Settings:
+    return Settings()
