@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test install ui clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lora-pipelines demo
+
+test: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.lora_pipelines/dagster_home} $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .lora_pipelines test-artifacts

@@ -1,0 +1,1 @@
+"""App database (tables, migrations, repositories) and object stores (local folder, S3/R2)."""

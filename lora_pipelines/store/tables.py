@@ -1,0 +1,136 @@
+"""The app database's tables (SQLAlchemy 2 declarative). Migrations in `migrations/versions` must match this file."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lora_pipelines.store.status import GENERATION_STATUSES, LORA_STATUSES
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+GENERATION_MODES = ("lora", "face_swap", "standard")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on PostgreSQL (timestamptz) and SQLite (naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; use timezone-aware UTC")
+        value = value.astimezone(timezone.utc)
+        # SQLite stores text; one fixed naive-UTC format keeps ordering by the column correct
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class _Timestamps:
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+
+
+class CharacterRow(_Timestamps, Base):
+    __tablename__ = "characters"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    lora_enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    trigger_word: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    photo_keys: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False, default=list)
+
+    __table_args__ = (sa.Index(None, "updated_at", "id"),)
+
+
+class LoraModelRow(_Timestamps, Base):
+    __tablename__ = "lora_models"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    character_id: Mapped[int] = mapped_column(sa.ForeignKey("characters.id"), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="pending")
+    base_model: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    trigger_word: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    training_model: Mapped[str | None] = mapped_column(sa.String(200))
+    job_id: Mapped[str | None] = mapped_column(sa.String(200))
+    model_path: Mapped[str | None] = mapped_column(sa.String(1024))
+    model_url: Mapped[str | None] = mapped_column(sa.Text)
+    sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    gpu_call_id: Mapped[str | None] = mapped_column(sa.String(200))
+    backend: Mapped[str | None] = mapped_column(sa.String(32))
+    dataset_hash: Mapped[str | None] = mapped_column(sa.String(128))
+    idempotency_key: Mapped[str] = mapped_column(sa.String(255), nullable=False, unique=True)
+    attempt: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=1)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    training_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", LORA_STATUSES), name="status"),
+        sa.Index(None, "character_id", "base_model", "status", "id"),
+        sa.Index(None, "status", "id"),
+    )
+
+
+class GenerationJobRow(_Timestamps, Base):
+    __tablename__ = "generation_jobs"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    character_id: Mapped[int] = mapped_column(sa.ForeignKey("characters.id"), nullable=False)
+    model: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    prompt: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="pending")
+    sent_prompt: Mapped[str | None] = mapped_column(sa.Text)
+    lora_model_id: Mapped[int | None] = mapped_column(sa.Integer)
+    trigger_word: Mapped[str | None] = mapped_column(sa.String(64))
+    lora_skipped_reason: Mapped[str | None] = mapped_column(sa.String(500))
+    mode: Mapped[str | None] = mapped_column(sa.String(16))
+    backend: Mapped[str | None] = mapped_column(sa.String(32))
+    input_metadata: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False, default=dict)
+    output_keys: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False, default=list)
+    face_distance: Mapped[float | None] = mapped_column(sa.Float)
+    face_match: Mapped[bool | None] = mapped_column(sa.Boolean)
+    face_count: Mapped[int | None] = mapped_column(sa.Integer)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", GENERATION_STATUSES), name="status"),
+        sa.CheckConstraint(f"mode IS NULL OR {_in('mode', GENERATION_MODES)}", name="mode"),
+        sa.Index(None, "status", "id"),
+        sa.Index(None, "character_id"),
+        sa.Index(None, "created_at"),
+    )
