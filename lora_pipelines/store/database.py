@@ -54,7 +54,8 @@ class Database:
         self.engine = sa.create_engine(self.url, **engine_kwargs)
         if self.dialect_name == "sqlite":
             _configure_sqlite(self.engine)
-        self._write_sessions = sessionmaker(self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False)
+        self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
@@ -98,7 +99,7 @@ class Database:
         """Apply migrations up to `revision`; returns the revision the database is at afterwards."""
         from alembic import command
 
-        with self.engine.begin() as connection:
+        with self._write_engine.begin() as connection:
             command.upgrade(self._alembic_config(connection), revision)
         return self.current_revision()
 
@@ -106,7 +107,7 @@ class Database:
         """Undo migrations down to `revision` (`base` removes every table)."""
         from alembic import command
 
-        with self.engine.begin() as connection:
+        with self._write_engine.begin() as connection:
             command.downgrade(self._alembic_config(connection), revision)
         return self.current_revision()
 
