@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     comfyui_lora_cache_bytes: int = 20 * 1024**3
     min_photos: int = Field(default=5, ge=1, description="Usable photos a character needs before training.")
     gpu_timeout_seconds: float = 120.0
+    training_steps: int = Field(default=1000, ge=1)
+    training_rank: int = Field(default=16, ge=1)
+    training_wait_seconds: float = Field(default=1800.0, description="How long a training run polls before leaving it to the sensor.")
+    train_base_models: str = Field(default="z-image-turbo,flux,qwen-image", description="Base models every LoRA-enabled character is trained for.")
 
     @cached_property
     def resolved_home(self) -> Path:
@@ -46,6 +50,10 @@ class Settings(BaseSettings):
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or str(self.resolved_home / "objects")
+
+    @property
+    def train_base_model_list(self) -> list[str]:
+        return [name.strip() for name in self.train_base_models.split(",") if name.strip()]
 
     @property
     def dagster_home(self) -> Path:

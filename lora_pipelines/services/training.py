@@ -1,0 +1,253 @@
+"""Training use cases: build a character's dataset, train its LoRA once per dataset, publish a verified artifact.
+
+The lora_models row is the source of truth. Its idempotency key (character, base model, dataset hash) means a
+dataset is trained at most once, whatever crashes or repeats; the GPU call id on the row lets any later process
+resume polling instead of submitting again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lora_pipelines.domain.keys import dataset_prefix, lora_key
+from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
+from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.services.references import save_reference
+from lora_pipelines.store.repositories import CharactersRepository, LoraModelsRepository
+
+MAX_TRAINING_ATTEMPTS = 2  # a lost GPU call is resubmitted once, never more
+TRAINER_NAME = "ai-toolkit"
+
+
+class CharacterNotFound(LookupError):
+    pass
+
+
+class TrainingStillRunning(RuntimeError):
+    """The GPU call did not finish within this run's wait; the training_completion sensor picks it up."""
+
+
+@dataclass
+class DatasetDescriptor:
+    character_id: int
+    base_model: str
+    trigger_word: str
+    dataset_hash: str
+    prefix: str
+    zip_key: str
+    zip_sha256: str
+    usable: int
+    min_photos: int
+    dropped: list[dict] = field(default_factory=list)
+    outliers: list[dict] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def idempotency_key(character_id: int, base_model: str, dataset_hash: str) -> str:
+    return f"train:{character_id}:{base_model}:{dataset_hash}"
+
+
+def load_photos(ctx: PipelineContext, photo_keys: list[str]) -> list[tuple[str, bytes]]:
+    return [(key.rsplit("/", 1)[-1], ctx.store.get_bytes(key)) for key in photo_keys]
+
+
+def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) -> DatasetDescriptor:
+    """Faces found, cropped, captioned and de-duplicated; stored under datasets/… with a manifest and a zip."""
+    from lora_pipelines.faces.dataset import build_training_dataset
+
+    character = CharactersRepository(ctx.db).get(character_id)
+    if character is None:
+        raise CharacterNotFound(f"character {character_id} does not exist")
+    dataset = build_training_dataset(
+        load_photos(ctx, character.photo_keys), trigger_word=character.trigger_word, analyzer=ctx.analyzer
+    )
+    prefix = dataset_prefix(base_model, str(character_id), dataset.dataset_hash)
+    zip_bytes = dataset.to_zip_bytes()
+    zip_key = f"{prefix}/dataset.zip"
+    ctx.store.put_bytes(zip_key, zip_bytes, content_type="application/zip")
+    ctx.store.put_bytes(f"{prefix}/manifest.json", json.dumps(dataset.manifest, indent=2, sort_keys=True).encode())
+    save_reference(ctx, character_id, [item.embedding for item in dataset.items])
+    return DatasetDescriptor(
+        character_id=character_id,
+        base_model=base_model,
+        trigger_word=character.trigger_word,
+        dataset_hash=dataset.dataset_hash,
+        prefix=prefix,
+        zip_key=zip_key,
+        zip_sha256=hashlib.sha256(zip_bytes).hexdigest(),
+        usable=len(dataset.items),
+        min_photos=ctx.settings.min_photos,
+        dropped=[{"name": d.name, "reason": d.reason, "detail": d.detail} for d in dataset.dropped],
+        outliers=[{"name": o.name, "distance": round(float(o.distance), 4)} for o in dataset.outliers],
+        duplicates=[d.name for d in dataset.dropped if d.reason.startswith("near_duplicate")],
+    )
+
+
+def dataset_is_trainable(descriptor: DatasetDescriptor) -> list[str]:
+    """Reasons not to spend GPU time on this dataset (empty when it is fine)."""
+    problems = []
+    if descriptor.usable < descriptor.min_photos:
+        problems.append(f"only {descriptor.usable} usable photos, {descriptor.min_photos} needed")
+    if descriptor.outliers:
+        problems.append("faces of more than one person: " + ", ".join(o["name"] for o in descriptor.outliers))
+    return problems
+
+
+def _spec(ctx: PipelineContext, row, descriptor: DatasetDescriptor) -> TrainingSpec:
+    return TrainingSpec(
+        character_id=str(descriptor.character_id),
+        lora_model_id=str(row.id),
+        base_model=descriptor.base_model,
+        dataset_url=ctx.store.presigned_url(descriptor.zip_key, expires_seconds=24 * 3600),
+        dataset_sha256=descriptor.zip_sha256,
+        trigger_word=descriptor.trigger_word,
+        output_key=lora_key(descriptor.base_model, str(descriptor.character_id), str(row.id)),
+        steps=ctx.settings.training_steps,
+        rank=ctx.settings.training_rank,
+        idempotency_key=f"{row.idempotency_key}:attempt{row.attempt}",
+    )
+
+
+def start_training(ctx: PipelineContext, descriptor: DatasetDescriptor):
+    """Get-or-create the row for this dataset and submit it once. Returns the row."""
+    repo = LoraModelsRepository(ctx.db)
+    row = repo.create(
+        character_id=descriptor.character_id,
+        base_model=descriptor.base_model,
+        trigger_word=descriptor.trigger_word,
+        idempotency_key=idempotency_key(descriptor.character_id, descriptor.base_model, descriptor.dataset_hash),
+        dataset_hash=descriptor.dataset_hash,
+        training_model=TRAINER_NAME,
+    )
+    if row.status != "pending" or row.gpu_call_id:
+        return row
+    call_id = ctx.gpu.training.submit_training(_spec(ctx, row, descriptor))
+    return repo.transition(
+        row.id, "training", gpu_call_id=call_id, job_id=str(row.id), backend=ctx.gpu.training.name,
+        training_started_at=_now(),
+    )
+
+
+def wait_for_training(
+    ctx: PipelineContext,
+    row_id: int,
+    descriptor: DatasetDescriptor,
+    *,
+    timeout_s: float,
+    poll_interval_s: float = 1.0,
+    on_progress: Callable[[TrainingPoll], None] | None = None,
+) -> TrainingResult | None:
+    """Poll the row's GPU call until it ends. Returns the result, or None when the row ended failed."""
+    repo = LoraModelsRepository(ctx.db)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = repo.get(row_id)
+        if row.status in ("ready", "failed"):
+            return None
+        poll = ctx.gpu.training.poll(row.gpu_call_id)
+        if on_progress:
+            on_progress(poll)
+        if poll.state == "succeeded" and poll.result is not None:
+            return poll.result
+        if poll.state == "failed":
+            repo.transition(row.id, "failed", error=f"GPU training failed: {poll.error}", finished_at=_now())
+            return None
+        if poll.state == "lost":
+            if row.attempt >= MAX_TRAINING_ATTEMPTS:
+                repo.transition(row.id, "failed", error=f"GPU call {row.gpu_call_id} lost {row.attempt} times",
+                                finished_at=_now())
+                return None
+            resubmit_lost(ctx, row, descriptor)
+            continue
+        if time.monotonic() >= deadline:
+            raise TrainingStillRunning(
+                f"lora_models {row.id}: GPU call {row.gpu_call_id} still {poll.state} after {timeout_s:.0f}s"
+            )
+        time.sleep(poll_interval_s)
+
+
+def resubmit_lost(ctx: PipelineContext, row, descriptor: DatasetDescriptor):
+    """A lost call is submitted again under the next attempt's idempotency key, exactly once per attempt."""
+    repo = LoraModelsRepository(ctx.db)
+    row = repo.update_fields(row.id, attempt=row.attempt + 1, error=f"GPU call {row.gpu_call_id} was lost; resubmitted")
+    call_id = ctx.gpu.training.submit_training(_spec(ctx, row, descriptor))
+    return repo.update_fields(row.id, gpu_call_id=call_id)
+
+
+@dataclass
+class ArtifactChecks:
+    header_valid: bool
+    base_model_matches: bool
+    checksum_matches: bool
+    detail: dict
+
+    @property
+    def passed(self) -> bool:
+        return self.header_valid and self.base_model_matches and self.checksum_matches
+
+
+def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) -> ArtifactChecks:
+    """Put the file at its key, verify it, and only then mark the row ready (otherwise failed)."""
+    repo = LoraModelsRepository(ctx.db)
+    row = repo.get(row_id)
+    key = lora_key(row.base_model, str(row.character_id), str(row.id))
+    with tempfile.TemporaryDirectory(prefix="lora-artifact-") as tmp:
+        local = Path(tmp) / f"{row.id}.safetensors"
+        if result.object_key and ctx.store.exists(result.object_key):
+            ctx.store.download_file(result.object_key, local)
+        else:
+            ctx.gpu.training.fetch_artifact(result, local)
+        local_sha = _sha256_file(local)
+        detail: dict = {"object_key": key, "expected_sha256": result.sha256, "downloaded_sha256": local_sha}
+        try:
+            inspection = inspect_lora_file(local)
+            header_valid = True
+            detail["detected_base_model"] = inspection.base_model
+            detail["rank"] = inspection.rank
+        except InvalidLoraFileError as exc:
+            inspection = None
+            header_valid = False
+            detail["header_error"] = str(exc)
+        base_ok = inspection is not None and inspection.base_model == row.base_model
+        checksum_ok = local_sha == result.sha256
+        if checksum_ok and header_valid:
+            if result.object_key != key or not ctx.store.exists(key):
+                ctx.store.put_file(key, local)
+            stored_sha = ctx.store.sha256(key)
+            detail["stored_sha256"] = stored_sha
+            checksum_ok = stored_sha == result.sha256
+    checks = ArtifactChecks(header_valid, base_ok, checksum_ok, detail)
+    if checks.passed:
+        info = ctx.store.stat(key)
+        repo.transition(
+            row.id, "ready", model_path=key, model_url=ctx.store.uri(key), sha256=result.sha256,
+            size_bytes=info.size_bytes, finished_at=_now(), error=None,
+        )
+    else:
+        failed = [name for name, ok in (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok)) if not ok]
+        repo.transition(row.id, "failed", error="artifact verification failed: " + ", ".join(failed), finished_at=_now())
+    return checks
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
