@@ -239,6 +239,24 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
     return checks
 
 
+def verify_ready_artifact(ctx: PipelineContext, row) -> ArtifactChecks:
+    """Re-check a ready LoRA's stored file (a re-run of an already trained dataset trains nothing)."""
+    detail: dict = {"object_key": row.model_path, "expected_sha256": row.sha256}
+    with tempfile.TemporaryDirectory(prefix="lora-verify-") as tmp:
+        local = Path(tmp) / "lora.safetensors"
+        ctx.store.download_file(row.model_path, local)
+        detail["stored_sha256"] = _sha256_file(local)
+        try:
+            detail["detected_base_model"] = inspect_lora_file(local).base_model
+            header_valid = True
+        except InvalidLoraFileError as exc:
+            header_valid = False
+            detail["header_error"] = str(exc)
+    return ArtifactChecks(
+        header_valid, detail.get("detected_base_model") == row.base_model, detail["stored_sha256"] == row.sha256, detail
+    )
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

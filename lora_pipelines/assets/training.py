@@ -1,0 +1,150 @@
+"""Training lineage per character × base model: training_dataset → trained_lora → lora_artifact."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lora_pipelines.partitions import character_model_partitions, split_partition_key
+from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
+from lora_pipelines.services import training as svc
+
+GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
+    return dg.MetadataValue.table([dg.TableRecord({c: str(r.get(c, "")) for c in columns}) for r in rows], schema=schema)
+
+
+@dg.asset(
+    partitions_def=character_model_partitions,
+    group_name="training",
+    kinds={"python", "s3"},
+    check_specs=[
+        dg.AssetCheckSpec("enough_photos", asset="training_dataset", blocking=True,
+                          description="At least LORA_PIPELINES_MIN_PHOTOS usable photos with exactly one face."),
+        dg.AssetCheckSpec("single_identity", asset="training_dataset", blocking=True,
+                          description="Every face is within the match threshold of the medoid face."),
+        dg.AssetCheckSpec("no_duplicates", asset="training_dataset",
+                          description="No near-duplicate photos were submitted (they are dropped either way)."),
+    ],
+)
+def training_dataset(
+    context: dg.AssetExecutionContext, database: AppDatabaseResource, object_store: ObjectStoreResource,
+    gpu: GpuResource,
+):
+    """Faces found, cropped, captioned with the trigger word and de-duplicated; stored with a hashed manifest."""
+    character_id, base_model = split_partition_key(context)
+    ctx = pipeline_context(database, object_store, gpu)
+    descriptor = svc.prepare_dataset(ctx, character_id, base_model)
+    yield dg.Output(
+        descriptor.to_dict(),
+        metadata={
+            "dataset_hash": descriptor.dataset_hash,
+            "usable_photos": descriptor.usable,
+            "dropped_photos": len(descriptor.dropped),
+            "dropped": _table(descriptor.dropped, ["name", "reason", "detail"]),
+            "prefix": descriptor.prefix,
+            "trigger_word": descriptor.trigger_word,
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="enough_photos", passed=descriptor.usable >= descriptor.min_photos,
+        metadata={"usable": descriptor.usable, "minimum": descriptor.min_photos},
+    )
+    yield dg.AssetCheckResult(
+        check_name="single_identity", passed=not descriptor.outliers,
+        metadata={"outliers": dg.MetadataValue.json(descriptor.outliers)},
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_duplicates", passed=not descriptor.duplicates, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"duplicates_dropped": dg.MetadataValue.json(descriptor.duplicates)},
+    )
+
+
+@dg.asset(
+    partitions_def=character_model_partitions,
+    group_name="training",
+    kinds={"python", "modal"},
+    pool="gpu",
+    retry_policy=GPU_RETRY,
+)
+def trained_lora(
+    context: dg.AssetExecutionContext, training_dataset: dict, database: AppDatabaseResource,
+    object_store: ObjectStoreResource, gpu: GpuResource,
+) -> dg.Output[dict]:
+    """The LoRA trained on the GPU backend: submitted once per dataset, polled until it succeeds or fails."""
+    ctx = pipeline_context(database, object_store, gpu)
+    descriptor = svc.DatasetDescriptor(**training_dataset)
+    problems = svc.dataset_is_trainable(descriptor)
+    if problems:
+        raise dg.Failure(description="dataset not trainable: " + "; ".join(problems))
+    row = svc.start_training(ctx, descriptor)
+    context.log.info(f"lora_models {row.id}: {row.status}, GPU call {row.gpu_call_id} on {row.backend}")
+    if row.status == "ready":
+        return dg.Output({"lora_model_id": row.id, "result": None, "already_ready": True},
+                         metadata={"lora_model_id": row.id, "status": row.status})
+    last = {"progress": None}
+
+    def report(poll):
+        if poll.progress is not None and poll.progress != last["progress"]:
+            last["progress"] = poll.progress
+            context.log.info(f"training {row.gpu_call_id}: {poll.state} {poll.progress:.0f}%")
+
+    result = svc.wait_for_training(ctx, row.id, descriptor, timeout_s=ctx.settings.training_wait_seconds,
+                                   on_progress=report)
+    if result is None:
+        failed = svc.LoraModelsRepository(ctx.db).get(row.id)
+        raise dg.Failure(description=f"lora_models {row.id} failed: {failed.error}",
+                         metadata={"lora_model_id": row.id, "error": failed.error or ""})
+    return dg.Output(
+        {"lora_model_id": row.id, "result": result.model_dump(), "already_ready": False},
+        metadata={"lora_model_id": row.id, "gpu_call_id": row.gpu_call_id or "", "sha256": result.sha256,
+                  "size_bytes": result.size_bytes, "backend": result.backend},
+    )
+
+
+@dg.asset(
+    partitions_def=character_model_partitions,
+    group_name="training",
+    kinds={"python", "s3"},
+    check_specs=[
+        dg.AssetCheckSpec("header_valid", asset="lora_artifact", blocking=True,
+                          description="The .safetensors header parses and its tensors fit the file."),
+        dg.AssetCheckSpec("base_model_matches", asset="lora_artifact", blocking=True,
+                          description="The base model read from the file equals the row's baseModel."),
+        dg.AssetCheckSpec("checksum_matches", asset="lora_artifact", blocking=True,
+                          description="The stored object's sha256 equals the recorded sha256."),
+    ],
+)
+def lora_artifact(
+    context: dg.AssetExecutionContext, trained_lora: dict, database: AppDatabaseResource,
+    object_store: ObjectStoreResource, gpu: GpuResource,
+):
+    """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors; only this makes a LoRA ready."""
+    from lora_pipelines.gpu.schemas import TrainingResult
+    from lora_pipelines.store.repositories import LoraModelsRepository
+
+    ctx = pipeline_context(database, object_store, gpu)
+    row_id = trained_lora["lora_model_id"]
+    if trained_lora.get("already_ready"):
+        row = LoraModelsRepository(ctx.db).get(row_id)
+        checks = svc.verify_ready_artifact(ctx, row)
+    else:
+        checks = svc.publish_artifact(ctx, row_id, TrainingResult.model_validate(trained_lora["result"]))
+    row = LoraModelsRepository(ctx.db).get(row_id)
+    yield dg.Output(
+        {"lora_model_id": row.id, "model_path": row.model_path, "status": row.status},
+        metadata={"lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",
+                  "model_url": dg.MetadataValue.url(row.model_url) if row.model_url else "",
+                  "sha256": row.sha256 or "", "size_bytes": row.size_bytes or 0,
+                  "detected_base_model": str(checks.detail.get("detected_base_model"))},
+    )
+    detail = dg.MetadataValue.json({k: v for k, v in checks.detail.items() if v is not None})
+    yield dg.AssetCheckResult(check_name="header_valid", passed=checks.header_valid, metadata={"detail": detail})
+    yield dg.AssetCheckResult(check_name="base_model_matches", passed=checks.base_model_matches,
+                              metadata={"expected": row.base_model,
+                                        "detected": str(checks.detail.get("detected_base_model"))})
+    yield dg.AssetCheckResult(check_name="checksum_matches", passed=checks.checksum_matches,
+                              metadata={"recorded": row.sha256 or "",
+                                        "stored": str(checks.detail.get("stored_sha256"))})
