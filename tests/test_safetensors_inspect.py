@@ -1,0 +1,151 @@
+"""LoRA files written by the real safetensors library in every base-model layout, and hostile files refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import safetensors
+from click.testing import CliRunner
+from safetensors.numpy import save, save_file
+
+from lora_pipelines.cli.inspect_lora import inspect_lora
+from lora_pipelines.domain import lora_format
+from lora_pipelines.domain.base_models import BASE_MODELS
+from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_bytes, inspect_lora_file
+
+
+def lora_tensors(base_model: str, rank: int = 4) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {name: rng.standard_normal(shape).astype(np.float16)
+            for name, shape in lora_format.lora_tensor_shapes(base_model, rank).items()}
+
+
+def raw_file(header: dict | bytes, data: bytes = b"", length: int | None = None) -> bytes:
+    body = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(body) if length is None else length) + body + data
+
+
+@pytest.mark.parametrize("base_model", BASE_MODELS)
+def test_trainer_written_file_reports_its_base_model_and_trigger(tmp_path, base_model):
+    path = tmp_path / "lora.safetensors"
+    metadata = lora_format.trainer_metadata(base_model, "zxq person", rank=4, steps=100, trainer="ai-toolkit")
+    save_file(lora_tensors(base_model), path, metadata=metadata)
+
+    result = inspect_lora_file(path)
+
+    assert (result.base_model, result.detected_from) == (base_model, "modelspec.architecture")
+    assert (result.format, result.rank, result.trigger_word, result.tensors) == ("peft", 4, "zxq person", 4)
+    assert result.size_bytes == path.stat().st_size
+    assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert result.metadata["ss_steps"] == "100"
+
+
+@pytest.mark.parametrize("base_model", BASE_MODELS)
+def test_ss_base_model_version_is_used_without_modelspec(base_model):
+    metadata = {"ss_base_model_version": lora_format.SS_BASE_MODEL_VERSION[base_model]}
+    result = inspect_lora_bytes(save(lora_tensors(base_model), metadata=metadata))
+    assert (result.base_model, result.detected_from) == (base_model, "ss_base_model_version")
+
+
+@pytest.mark.parametrize("base_model", ["flux", "qwen-image", "z-image-turbo", "one-2.1"])
+def test_key_patterns_identify_a_file_without_metadata(base_model):
+    result = inspect_lora_bytes(save(lora_tensors(base_model)))
+    assert (result.base_model, result.detected_from, result.trigger_word) == (base_model, "key_pattern", None)
+
+
+def test_kohya_flux_file_and_kohya_version_alias():
+    tensors = {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": np.zeros((16, 64), np.float32),
+               "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": np.zeros((192, 16), np.float32),
+               "lora_unet_double_blocks_0_img_attn_qkv.alpha": np.array(16.0, np.float32)}
+    tags = json.dumps({"10_sks": {"sks woman": 12, "smiling": 3}, "reg": {"smiling": 5}})
+    result = inspect_lora_bytes(save(tensors, metadata={"ss_base_model_version": "flux1", "ss_tag_frequency": tags}))
+    assert (result.base_model, result.format, result.rank, result.trigger_word) == ("flux", "kohya", 16, "sks woman")
+    assert inspect_lora_bytes(save(tensors)).detected_from == "key_pattern"
+
+
+def test_metadata_is_tried_in_order_and_unknown_when_nothing_matches():
+    flux_keys = lora_tensors("flux")
+    # modelspec wins over ss_base_model_version, which wins over the keys
+    meta = {"modelspec.architecture": "qwen-image/lora", "ss_base_model_version": "zimage"}
+    assert inspect_lora_bytes(save(flux_keys, metadata=meta)).base_model == "qwen-image"
+    assert inspect_lora_bytes(save(flux_keys, metadata={"ss_base_model_version": "zimage"})).base_model == "z-image-turbo"
+    sdxl = {"lora_unet_down_blocks_0_attentions_0.lora_down.weight": np.zeros((4, 8), np.float16)}
+    result = inspect_lora_bytes(save(sdxl, metadata={"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}))
+    assert (result.base_model, result.detected_from) == ("unknown", None)
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"\x01\x02", "shorter than the 8-byte"),
+    (raw_file(b"{}", length=200 * 1024 * 1024), "exceeds the 100 MB limit"),
+    (raw_file(b'{"a":', length=5000), "runs past the end of the file"),
+    (raw_file(b"{not json"), "not JSON"),
+    (raw_file(b"\xff\xfe{}"), "not UTF-8"),
+    (raw_file([1, 2]), "not an object"),
+    (raw_file({"w": {"dtype": "F32", "shape": [2]}}), "lacks dtype/shape/data_offsets"),
+    (raw_file({"w": {"dtype": "F33", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8), "unknown dtype"),
+    (raw_file({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 6]}}, b"\0" * 6), "needs 8"),
+    (raw_file({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8), "past the end of the data"),
+    (raw_file({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+               "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12), "overlaps"),
+    (raw_file({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8), "gap of 4 bytes"),
+    (raw_file({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 9), "data section is 9 bytes"),
+    (raw_file({"__metadata__": {"steps": 10}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4),
+     "not a string"),
+    (raw_file({"__metadata__": {"x": "y"}}), "no tensors"),
+    (pickle.dumps({"lora": [1.0, 2.0]}, protocol=2), "looks like a pickle/PyTorch zip"),
+])
+def test_hostile_files_are_refused_with_a_reason(data, reason):
+    with pytest.raises(InvalidLoraFileError, match=reason.replace("(", r"\(")):
+        inspect_lora_bytes(data)
+
+
+def test_hostile_files_are_refused_by_safetensors_too():
+    """Our structural checks agree with the real library on the cases it checks."""
+    overlapping = raw_file({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                            "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12)
+    past_end = raw_file({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8)
+    for data in (overlapping, past_end):
+        with pytest.raises(safetensors.SafetensorError):
+            safetensors.deserialize(data)
+        with pytest.raises(InvalidLoraFileError):
+            inspect_lora_bytes(data)
+
+
+def test_truncated_download_and_renamed_torch_zip_are_refused(tmp_path):
+    good = save(lora_tensors("z-image-turbo"), metadata={"ss_base_model_version": "zimage"})
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good[: len(good) - 100])
+    with pytest.raises(InvalidLoraFileError, match="past the end of the data section"):
+        inspect_lora_file(truncated)
+
+    renamed = tmp_path / "model.safetensors"
+    with zipfile.ZipFile(renamed, "w") as archive:  # torch.save's format: a zip holding data.pkl
+        archive.writestr("archive/data.pkl", pickle.dumps({"w": 1}))
+    with pytest.raises(InvalidLoraFileError, match="looks like a pickle/PyTorch zip, not safetensors"):
+        inspect_lora_file(renamed)
+
+
+def test_cli_prints_json_and_refuses_bad_files(tmp_path):
+    good = tmp_path / "good.safetensors"
+    save_file(lora_tensors("flux"), good, metadata=lora_format.trainer_metadata(
+        "flux", "ohwx", rank=4, steps=10, trainer="ai-toolkit"))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(raw_file(b"{not json"))
+    runner = CliRunner()
+
+    out = runner.invoke(inspect_lora, [str(good)])
+    assert out.exit_code == 0, out.output
+    printed = json.loads(out.output)
+    assert printed["base_model"] == "flux" and printed["trigger_word"] == "ohwx" and printed["rank"] == 4
+    assert set(printed) == {"base_model", "detected_from", "format", "rank", "trigger_word", "tensors",
+                            "size_bytes", "sha256"}
+
+    out = runner.invoke(inspect_lora, [str(bad)])
+    assert out.exit_code == 2
+    assert out.stderr.startswith("error: header is not JSON") and out.stderr.count("\n") == 1
