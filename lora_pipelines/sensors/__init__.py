@@ -1,0 +1,1 @@
+"""Sensors: new_characters, training_completion, pending_generations."""

@@ -1,0 +1,65 @@
+"""new_characters and training_completion: cursor-driven, small work per tick, deterministic run keys."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lora_pipelines.jobs import training_job
+from lora_pipelines.partitions import characters_partitions, partition_key
+from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
+from lora_pipelines.services.planning import CharacterCursor, plan_new_character_training, plan_training_completion
+
+
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
+
+
+@dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def new_characters_sensor(
+    context: dg.SensorEvaluationContext, database: AppDatabaseResource, object_store: ObjectStoreResource,
+    gpu: GpuResource,
+) -> dg.SensorResult:
+    """Adds a partition per LoRA-enabled character and requests training for each base model once it has photos."""
+    ctx = pipeline_context(database, object_store, gpu)
+    cursor = CharacterCursor.loads(context.cursor)
+    partitions, requests, next_cursor = plan_new_character_training(
+        ctx.db, cursor, base_models=ctx.settings.train_base_model_list, min_photos=ctx.settings.min_photos
+    )
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(run_key=r.run_key, partition_key=partition_key(r.character_id, r.base_model),
+                          tags={"lora_pipelines/character": str(r.character_id)})
+            for r in requests
+        ],
+        dynamic_partitions_requests=[characters_partitions.build_add_request(partitions)] if partitions else [],
+        cursor=next_cursor.dumps(),
+    )
+
+
+@dg.sensor(name="training_completion", job=training_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def training_completion_sensor(
+    context: dg.SensorEvaluationContext, database: AppDatabaseResource, object_store: ObjectStoreResource,
+    gpu: GpuResource,
+) -> dg.SensorResult:
+    """Polls GPU calls in flight and requests the run that finishes each ended one (a restart loses nothing)."""
+    ctx = pipeline_context(database, object_store, gpu)
+    after_id = int(context.cursor or 0)
+    requests, next_after = plan_training_completion(ctx.db, ctx.gpu.training.poll, after_id=after_id)
+    run_requests = []
+    for r in requests:
+        key = partition_key(r.character_id, r.base_model)
+        if _partition_run_in_progress(context.instance, key):
+            continue
+        run_requests.append(dg.RunRequest(run_key=r.run_key, partition_key=key))
+    return dg.SensorResult(run_requests=run_requests, cursor=str(next_after))
+
+
+def _partition_run_in_progress(instance: dg.DagsterInstance, key: dg.MultiPartitionKey) -> bool:
+    tags = {f"dagster/partition/{dim}": value for dim, value in key.keys_by_dimension.items()}
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=training_job.name, tags=tags, statuses=IN_PROGRESS),
+        limit=1,
+    )
+    return bool(records)
