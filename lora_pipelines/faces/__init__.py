@@ -1,0 +1,1 @@
+"""Face detection, embeddings, training datasets and consistency scoring (dlib; no Dagster)."""
