@@ -1,0 +1,199 @@
+"""Running one generation job: LoRA when one can be used, else face swap / PuLID, else standard.
+
+A generation never fails because a LoRA is missing, broken or unreachable: each failed route is recorded
+and the next one runs. Only when every route fails does the job fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import asdict, dataclass, field
+
+from lora_pipelines.domain.keys import generation_output_key
+from lora_pipelines.domain.lora_selection import LoraSelection
+from lora_pipelines.domain.model_registry import ModelEntry, Route, UnknownModelError, get_model
+from lora_pipelines.domain.prompts import apply_trigger_word
+from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
+from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.services.lora_lookup import get_lora_for_generation
+from lora_pipelines.services.scoring import score_job_output
+from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+
+GENERATION_SIZE = 512  # the simulated service renders this size; real backends take width/height as given
+
+
+@dataclass
+class RouteAttempt:
+    mode: str
+    route: str
+    ok: bool
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+@dataclass
+class Rendered:
+    image: bytes
+    backend: str
+    sent_prompt: str
+    lora_loaded: bool | None = None
+
+
+@dataclass
+class GenerationOutcome:
+    job_id: int
+    status: str
+    mode: str | None = None
+    lora_model_id: int | None = None
+    trigger_word: str | None = None
+    lora_skipped_reason: str | None = None
+    attempts: list[RouteAttempt] = field(default_factory=list)
+
+
+class LoraNotApplied(RuntimeError):
+    """The backend answered but did not really apply the LoRA: treated as a LoRA-path failure."""
+
+
+def _route_name(route: Route) -> str:
+    return f"{route.kind}:{route.target}"
+
+
+def _seed(job_id: int) -> int:
+    return (job_id * 2654435761) % (2**31)
+
+
+def _lora_ref(ctx: PipelineContext, selection: LoraSelection, model: ModelEntry) -> LoraRef:
+    lora = selection.lora
+    return LoraRef(
+        lora_model_id=str(lora.id), url=ctx.store.presigned_url(lora.model_path), sha256=lora.sha256,
+        base_model=lora.base_model, trigger_word=lora.trigger_word,
+        strength_model=model.default_strength_model, strength_clip=model.default_strength_clip,
+    )
+
+
+def _via_endpoint(ctx: PipelineContext, route: Route, mode: str, model: ModelEntry, prompt: str, seed: int,
+                  selection: LoraSelection | None, reference: bytes | None) -> Rendered:
+    endpoints = ctx.gpu.endpoints
+    name = route.target.lstrip("/")
+    if mode == "face_swap":
+        response = endpoints.face_swap(FaceSwapRequest(
+            model=model.name, prompt=prompt, reference_image_b64=base64.b64encode(reference).decode(),
+            width=GENERATION_SIZE, height=GENERATION_SIZE, seed=seed,
+        ))
+    else:
+        lora = _lora_ref(ctx, selection, model) if mode == "lora" else None
+        response = endpoints.generate(name, GenerateRequest(
+            model=model.name, prompt=prompt, width=GENERATION_SIZE, height=GENERATION_SIZE, seed=seed, lora=lora,
+        ))
+        if lora is not None and not (response.lora and response.lora.loaded):
+            reason = response.lora.ignored_reason if response.lora else "no LoRA in the response"
+            raise LoraNotApplied(f"{route.target} did not apply LoRA {lora.lora_model_id}: {reason}")
+    return Rendered(base64.b64decode(response.image_b64), response.backend, response.prompt,
+                    response.lora.loaded if response.lora else None)
+
+
+def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntry, prompt: str, seed: int,
+                 selection: LoraSelection | None, reference: bytes | None) -> Rendered:
+    from lora_pipelines.gpu.pod_cache import ensure_lora_on_pod
+    from lora_pipelines.workflows.builders import build_workflow
+    from lora_pipelines.workflows.lora import insert_lora
+
+    comfy = ctx.gpu.comfyui
+    if comfy is None:
+        raise RuntimeError(f"workflow {route.target} needs a ComfyUI pod; set LORA_PIPELINES_COMFYUI_URL")
+    reference_name = comfy.upload_image(reference, f"reference-{seed}.png") if mode == "face_swap" else None
+    workflow = build_workflow(route.target, prompt, seed=seed, width=GENERATION_SIZE, height=GENERATION_SIZE,
+                              reference_image=reference_name)
+    if mode == "lora":
+        lora = selection.lora
+        ensure_lora_on_pod(
+            str(lora.id), lora.sha256, lambda dest: ctx.store.download_file(lora.model_path, dest),
+            ctx.gpu.loras_root, ctx.settings.comfyui_lora_cache_bytes,
+        )
+        workflow = insert_lora(workflow, f"{lora.id}.safetensors", model.default_strength_model,
+                               model.default_strength_clip)
+    comfy.check_node_types(workflow)
+    prompt_id = comfy.queue_prompt(workflow)
+    comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
+    images = comfy.fetch_outputs(prompt_id)
+    if not images:
+        raise RuntimeError(f"ComfyUI prompt {prompt_id} produced no image")
+    return Rendered(images[0], ctx.gpu.backend_name if ctx.gpu.backend_name != "modal" else "comfyui", prompt)
+
+
+def _render(ctx, route: Route, *args) -> Rendered:
+    runner = _via_endpoint if route.kind == "modal_endpoint" else _via_comfyui
+    return runner(ctx, route, *args)
+
+
+def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> GenerationOutcome | None:
+    """Claim and run one job. None when another worker has it (so no job is generated twice)."""
+    jobs = GenerationJobsRepository(ctx.db)
+    job = jobs.claim(job_id, worker)
+    if job is None:
+        return None
+    try:
+        model = get_model(job.model)
+    except UnknownModelError as exc:
+        jobs.finish(job.id, "failed", error=str(exc))
+        return GenerationOutcome(job.id, "failed")
+    character = CharactersRepository(ctx.db).get(job.character_id)
+    selection = get_lora_for_generation(ctx, job.character_id, model.name)
+    reference = ctx.store.get_bytes(character.photo_keys[0]) if character and character.photo_keys else None
+
+    chain: list[tuple[str, Route]] = []
+    if selection.lora is not None:
+        chain.append(("lora", model.lora_route))
+    if reference is not None:
+        chain.append(("face_swap", model.face_swap_route))
+    chain.append(("standard", model.standard_route))
+
+    seed = _seed(job.id)
+    attempts: list[RouteAttempt] = []
+    rendered: Rendered | None = None
+    mode = None
+    for mode, route in chain:
+        prompt = apply_trigger_word(job.prompt, selection.lora.trigger_word if mode == "lora" else None)
+        started = time.perf_counter()
+        try:
+            rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference)
+        except Exception as exc:  # noqa: BLE001 - any route failure falls back; the reason is kept on the job
+            attempts.append(RouteAttempt(mode, _route_name(route), False, f"{exc.__class__.__name__}: {exc}"[:500],
+                                         round((time.perf_counter() - started) * 1000, 1)))
+            continue
+        attempts.append(RouteAttempt(mode, _route_name(route), True, None,
+                                     round((time.perf_counter() - started) * 1000, 1)))
+        break
+
+    used_lora = rendered is not None and mode == "lora"
+    skipped = None
+    if not used_lora:
+        skipped = selection.reason or ("lora_route_failed" if selection.lora is not None else None)
+    lora_id = selection.lora.id if used_lora else None
+    trigger = selection.lora.trigger_word if used_lora else None
+    metadata = {
+        "loraModelId": lora_id,
+        "triggerWord": trigger,
+        "loraSkippedReason": skipped,
+        "loraSkippedDetail": None if used_lora else selection.detail,
+        "candidateLoraModelId": selection.lora.id if selection.lora is not None else None,
+        "routes": [asdict(a) for a in attempts],
+        "fallback": mode != "lora" and rendered is not None,
+    }
+    if rendered is None:
+        jobs.finish(job.id, "failed", error="every route failed: " + "; ".join(a.error or "" for a in attempts),
+                    input_metadata={**job.input_metadata, **metadata}, lora_skipped_reason=skipped)
+        return GenerationOutcome(job.id, "failed", None, None, None, skipped, attempts)
+
+    key = generation_output_key(str(job.id), 0)
+    ctx.store.put_bytes(key, rendered.image, content_type="image/png")
+    metadata["backend"] = rendered.backend
+    jobs.finish(
+        job.id, "succeeded", output_keys=[key], sent_prompt=rendered.sent_prompt, lora_model_id=lora_id,
+        trigger_word=trigger, lora_skipped_reason=skipped, mode=mode, backend=rendered.backend,
+        input_metadata={**job.input_metadata, **metadata},
+    )
+    if character is not None:
+        score_job_output(ctx, job.id, character, rendered.image)
+    return GenerationOutcome(job.id, "succeeded", mode, lora_id, trigger, skipped, attempts)

@@ -1,0 +1,74 @@
+"""`get_lora_for_generation`: the I/O half of LoRA selection (the rules are in domain/lora_selection.py).
+
+The file itself is checked, not only the row: it is fetched once per (key, sha256) per process, its checksum
+verified and its header inspected, and the outcome cached, so a batch pays for one download per LoRA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+from pathlib import Path
+
+from lora_pipelines.domain.lora_selection import (
+    CharacterFacts,
+    InspectOutcome,
+    LoraCandidate,
+    LoraSelection,
+    select_lora,
+)
+from lora_pipelines.domain.model_registry import get_model
+from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
+from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.store.repositories import CharactersRepository, LoraModelsRepository
+
+_cache: dict[tuple[str, str], InspectOutcome] = {}
+_cache_lock = threading.Lock()
+
+
+def inspect_stored_lora(ctx: PipelineContext, candidate: LoraCandidate) -> InspectOutcome:
+    cache_key = (candidate.model_path or "", candidate.sha256 or "")
+    with _cache_lock:
+        cached = _cache.get(cache_key)
+    if cached is not None and cached.ok and ctx.store.exists(candidate.model_path):
+        return cached
+    outcome = _inspect_uncached(ctx, candidate)
+    with _cache_lock:
+        _cache[cache_key] = outcome
+    return outcome
+
+
+def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate) -> InspectOutcome:
+    if not candidate.model_path:
+        return InspectOutcome.failure("lora_file_unreachable", "the row has no modelPath")
+    with tempfile.TemporaryDirectory(prefix="lora-check-") as tmp:
+        local = Path(tmp) / "lora.safetensors"
+        try:
+            ctx.store.download_file(candidate.model_path, local)
+        except Exception as exc:  # noqa: BLE001 - any store failure means "unreachable"; the reason is recorded
+            return InspectOutcome.failure("lora_file_unreachable", f"{candidate.model_path}: {exc.__class__.__name__}: {exc}")
+        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        if digest != candidate.sha256:
+            return InspectOutcome.failure(
+                "checksum_mismatch", f"{candidate.model_path}: sha256 {digest[:12]}… != recorded {str(candidate.sha256)[:12]}…"
+            )
+        try:
+            inspection = inspect_lora_file(local)
+        except InvalidLoraFileError as exc:
+            return InspectOutcome.failure("lora_file_invalid", f"{candidate.model_path}: {exc}")
+    return InspectOutcome.success(inspection.base_model)
+
+
+def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str) -> LoraSelection:
+    """The LoRA to use for this character and model, or the reason none is used."""
+    entry = get_model(model)
+    character = CharactersRepository(ctx.db).get(character_id)
+    facts = None if character is None else CharacterFacts(id=character.id, lora_enabled=character.lora_enabled)
+    rows = [] if character is None else LoraModelsRepository(ctx.db).find_by_character_and_model(character_id, entry.base_model)
+    candidates = [
+        LoraCandidate(id=r.id, base_model=r.base_model, trigger_word=r.trigger_word, model_path=r.model_path,
+                      sha256=r.sha256, finished_at=r.finished_at)
+        for r in rows if r.status == "ready"
+    ]
+    return select_lora(facts, entry, candidates, lambda c: inspect_stored_lora(ctx, c))
