@@ -1,0 +1,64 @@
+"""generation_outputs: a batch of generation jobs, each with its LoRA when one can be used.
+
+Batches rather than per-character partitions: jobs arrive continuously for many characters, and one run per
+batch keeps the run count (and sensor work) proportional to traffic. Lineage still reads
+lora_artifact → generation_outputs, and each job row names the LoRA it used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import dagster as dg
+
+from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
+from lora_pipelines.services.generation import run_generation_job
+from lora_pipelines.store.repositories import GenerationJobsRepository
+
+
+class GenerationBatchConfig(dg.Config):
+    job_ids: list[int] = []
+    """Jobs to run; empty means the oldest pending ones, up to `limit`."""
+    limit: int = 32
+
+
+@dg.asset(
+    group_name="generation",
+    kinds={"python", "modal", "s3"},
+    pool="gpu",
+    deps=["lora_artifact"],
+)
+def generation_outputs(
+    context: dg.AssetExecutionContext, config: GenerationBatchConfig, database: AppDatabaseResource,
+    object_store: ObjectStoreResource, gpu: GpuResource,
+) -> dg.MaterializeResult:
+    """Images for pending generation jobs: LoRA → face swap / PuLID → standard, recorded on each job."""
+    ctx = pipeline_context(database, object_store, gpu)
+    job_ids = config.job_ids or [j.id for j in GenerationJobsRepository(ctx.db).pending_after(0, limit=config.limit)]
+    worker = f"{socket.gethostname()}:{os.getpid()}:{context.run_id[:8]}"
+    outcomes = []
+    for job_id in job_ids:
+        outcome = run_generation_job(ctx, job_id, worker)
+        if outcome is None:
+            context.log.info(f"job {job_id}: not pending (done or claimed elsewhere), skipped")
+            continue
+        outcomes.append(outcome)
+        context.log.info(
+            f"job {job_id}: {outcome.status} via {outcome.mode}"
+            + (f" with LoRA {outcome.lora_model_id}" if outcome.lora_model_id else f" ({outcome.lora_skipped_reason})")
+        )
+    rows = [
+        dg.TableRecord({"job_id": o.job_id, "status": o.status, "mode": o.mode or "", "lora_model_id": str(o.lora_model_id or ""),
+                        "lora_skipped_reason": o.lora_skipped_reason or ""})
+        for o in outcomes
+    ]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in
+                                     ("job_id", "status", "mode", "lora_model_id", "lora_skipped_reason")])
+    return dg.MaterializeResult(metadata={
+        "jobs": len(outcomes),
+        "succeeded": sum(o.status == "succeeded" for o in outcomes),
+        "with_lora": sum(o.lora_model_id is not None for o in outcomes),
+        "job_ids": dg.MetadataValue.json([o.job_id for o in outcomes]),
+        "results": dg.MetadataValue.table(rows, schema=schema),
+    })

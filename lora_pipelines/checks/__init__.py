@@ -1,0 +1,1 @@
+"""Asset checks on generation outputs (the training checks live with their assets)."""

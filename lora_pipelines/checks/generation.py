@@ -1,0 +1,61 @@
+"""Quality checks on generation_outputs over a rolling window: each carries numerator, denominator, offenders."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lora_pipelines.resources import AppDatabaseResource
+from lora_pipelines.services import metrics
+
+WINDOW_HOURS = 24.0
+
+
+def _result(rate: metrics.Rate, target: float, severity: dg.AssetCheckSeverity, **extra) -> dg.AssetCheckResult:
+    value = rate.value
+    passed = value is None or value >= target
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=severity,
+        description=("nothing measured in the window" if value is None else f"{value:.1%} (target ≥ {target:.0%})"),
+        metadata={"numerator": rate.numerator, "denominator": rate.denominator, "rate": value if value is not None else -1.0,
+                  "target": target, "window_hours": WINDOW_HOURS,
+                  "worst_offenders": dg.MetadataValue.json(rate.offenders), **extra},
+    )
+
+
+@dg.asset_check(asset="generation_outputs", description="Face match rate of LoRA generations (overall and per character); WARN under 95%.")
+def face_consistency(database: AppDatabaseResource) -> dg.AssetCheckResult:
+    db = database.get()
+    overall = metrics.face_match_rate(db, with_lora=True, hours=WINDOW_HOURS)
+    without = metrics.face_match_rate(db, with_lora=False, hours=WINDOW_HOURS)
+    per_character = {str(cid): r.as_metadata() for cid, r in metrics.face_match_by_character(db, hours=WINDOW_HOURS).items()}
+    below = [cid for cid, r in per_character.items() if r["rate"] is not None and r["rate"] < 0.95]
+    result = _result(overall, 0.95, dg.AssetCheckSeverity.WARN,
+                     per_character=dg.MetadataValue.json(per_character),
+                     characters_below_target=dg.MetadataValue.json(below),
+                     face_match_rate_without_lora=without.value if without.value is not None else -1.0)
+    if below and result.passed:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"characters below 95%: {', '.join(below)}", metadata=result.metadata)
+    return result
+
+
+@dg.asset_check(asset="generation_outputs", description="Share of generations with a usable LoRA that used it; ERROR under 90%.")
+def lora_usage_rate(database: AppDatabaseResource) -> dg.AssetCheckResult:
+    return _result(metrics.lora_usage_rate(database.get(), hours=WINDOW_HOURS), 0.90, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset="generation_outputs", description="Succeeded / finished generation jobs; ERROR under 95%.")
+def generation_success_rate(database: AppDatabaseResource) -> dg.AssetCheckResult:
+    db = database.get()
+    lora_path = metrics.generation_success_rate(db, hours=WINDOW_HOURS, lora_only=True)
+    return _result(metrics.generation_success_rate(db, hours=WINDOW_HOURS), 0.95, dg.AssetCheckSeverity.ERROR,
+                   lora_path_rate=lora_path.value if lora_path.value is not None else -1.0)
+
+
+@dg.asset_check(asset="generation_outputs", description="Jobs that could not use a LoRA still succeed; ERROR under 100%.")
+def fallback_success(database: AppDatabaseResource) -> dg.AssetCheckResult:
+    return _result(metrics.fallback_success_rate(database.get(), hours=WINDOW_HOURS), 1.0, dg.AssetCheckSeverity.ERROR)
+
+
+GENERATION_CHECKS = [face_consistency, lora_usage_rate, generation_success_rate, fallback_success]

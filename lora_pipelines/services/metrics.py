@@ -1,0 +1,104 @@
+"""The product's quality numbers, counted from generation_jobs over a time window.
+
+lora_usage_rate          jobs whose character had a usable LoRA (ready, file checked, base model matching)
+                         that really generated with it / all such jobs
+face_match_rate_*        scored successful jobs whose face matched the character, with and without a LoRA
+generation_success_rate  succeeded / finished jobs (overall and on the LoRA path)
+fallback_success_rate    succeeded / finished jobs that could not use a LoRA
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from lora_pipelines.store.database import Database
+from lora_pipelines.store.tables import GenerationJobRow as J
+
+FINISHED = ("succeeded", "failed")
+OFFENDERS = 10
+
+
+@dataclass
+class Rate:
+    numerator: int
+    denominator: int
+    offenders: list[int] = field(default_factory=list)
+
+    @property
+    def value(self) -> float | None:
+        return None if self.denominator == 0 else self.numerator / self.denominator
+
+    def as_metadata(self) -> dict:
+        return {"numerator": self.numerator, "denominator": self.denominator, "rate": self.value,
+                "worst_offenders": self.offenders}
+
+
+def _window(since: datetime | None, hours: float | None):
+    if since is None and hours is not None:
+        since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    return [J.finished_at >= since] if since is not None else []
+
+
+def _rate(db: Database, base: list, success, offender_order=None) -> Rate:
+    with db.session(readonly=True) as session:
+        denominator = session.scalar(sa.select(sa.func.count()).select_from(J).where(*base)) or 0
+        numerator = session.scalar(sa.select(sa.func.count()).select_from(J).where(*base, success)) or 0
+        query = sa.select(J.id).where(*base, sa.not_(success)).order_by(*(offender_order or [J.id.desc()])).limit(OFFENDERS)
+        offenders = list(session.scalars(query))
+    return Rate(numerator, denominator, offenders)
+
+
+def had_usable_lora():
+    return sa.or_(J.lora_model_id.is_not(None), J.lora_skipped_reason == "lora_route_failed")
+
+
+def lora_usage_rate(db: Database, *, since=None, hours=None, character_id=None) -> Rate:
+    base = [J.status.in_(FINISHED), had_usable_lora(), *_window(since, hours)]
+    if character_id is not None:
+        base.append(J.character_id == character_id)
+    return _rate(db, base, J.lora_model_id.is_not(None))
+
+
+def face_match_rate(db: Database, *, with_lora: bool, since=None, hours=None, character_id=None) -> Rate:
+    base = [J.status == "succeeded", J.face_count.is_not(None), *_window(since, hours)]
+    base.append(J.lora_model_id.is_not(None) if with_lora else J.lora_model_id.is_(None))
+    if character_id is not None:
+        base.append(J.character_id == character_id)
+    return _rate(db, base, J.face_match.is_(True), [J.face_distance.desc().nulls_first(), J.id.desc()])
+
+
+def generation_success_rate(db: Database, *, since=None, hours=None, lora_only: bool = False) -> Rate:
+    base = [J.status.in_(FINISHED), *_window(since, hours)]
+    if lora_only:
+        base.append(had_usable_lora())
+    return _rate(db, base, J.status == "succeeded")
+
+
+def fallback_success_rate(db: Database, *, since=None, hours=None) -> Rate:
+    base = [J.status.in_(FINISHED), J.lora_model_id.is_(None), *_window(since, hours)]
+    return _rate(db, base, J.status == "succeeded")
+
+
+def face_match_by_character(db: Database, *, since=None, hours=None) -> dict[int, Rate]:
+    """Face match with LoRA per character (only characters with scored LoRA generations)."""
+    base = [J.status == "succeeded", J.face_count.is_not(None), J.lora_model_id.is_not(None), *_window(since, hours)]
+    with db.session(readonly=True) as session:
+        rows = session.execute(
+            sa.select(J.character_id, sa.func.count(), sa.func.sum(sa.case((J.face_match.is_(True), 1), else_=0)))
+            .where(*base).group_by(J.character_id)
+        ).all()
+    return {cid: Rate(int(matched or 0), int(total)) for cid, total, matched in rows}
+
+
+def headline(db: Database, *, since=None, hours=None) -> dict[str, float | None]:
+    """The five numbers `status` and the demo print (fractions in [0, 1], None when nothing was measured)."""
+    return {
+        "lora_usage_rate": lora_usage_rate(db, since=since, hours=hours).value,
+        "face_match_rate_with_lora": face_match_rate(db, with_lora=True, since=since, hours=hours).value,
+        "face_match_rate_without_lora": face_match_rate(db, with_lora=False, since=since, hours=hours).value,
+        "generation_success_rate": generation_success_rate(db, since=since, hours=hours).value,
+        "fallback_success_rate": fallback_success_rate(db, since=since, hours=hours).value,
+    }
