@@ -5,7 +5,6 @@ batch keeps the run count (and sensor work) proportional to traffic. Lineage sti
 lora_artifact → generation_outputs, and each job row names the LoRA it used.
 """
 
-from __future__ import annotations
 
 import os
 import socket

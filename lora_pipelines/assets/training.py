@@ -1,6 +1,5 @@
 """Training lineage per character × base model: training_dataset → trained_lora → lora_artifact."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Quality checks on generation_outputs over a rolling window: each carries numerator, denominator, offenders."""
 
-from __future__ import annotations
 
 import dagster as dg
 

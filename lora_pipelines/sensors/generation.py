@@ -1,6 +1,5 @@
 """pending_generations: requests generation runs for new pending jobs, and retries the ones the reaper requeued."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """new_characters and training_completion: cursor-driven, small work per tick, deterministic run keys."""
 
-from __future__ import annotations
 
 import dagster as dg
 
