@@ -1,0 +1,143 @@
+"""Whether a generation uses the character's LoRA, and if not, why (a stable reason code).
+
+A LoRA is used only when all hold, checked in this order:
+  1. the character exists and has loraEnabled             else character_not_found / lora_disabled
+  2. the model's registry entry supports LoRA             else model_does_not_support_lora
+  3. the character has a ready LoRA                       else no_ready_lora
+  4. the most recent ready one is for the model's family  else base_model_mismatch (no ready LoRA for this family)
+  5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file
+                                                          else lora_file_unreachable / checksum_mismatch / lora_file_invalid
+  6. the FILE's base model (from its header) is the model's family, since ComfyUI silently ignores a LoRA
+     made for another model                              else base_model_mismatch
+
+When the newest LoRA for the family is broken we report it and do not fall back to an older one: an older LoRA is
+a superseded training (often retrained because it was bad), and quietly using it would hide a broken artifact
+from the fallback metrics. The generation itself still succeeds through the face-swap / standard route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from lora_pipelines.domain.model_registry import ModelEntry
+from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, LoraInspection
+
+CHARACTER_NOT_FOUND = "character_not_found"
+LORA_DISABLED = "lora_disabled"
+MODEL_DOES_NOT_SUPPORT_LORA = "model_does_not_support_lora"
+NO_READY_LORA = "no_ready_lora"
+BASE_MODEL_MISMATCH = "base_model_mismatch"
+LORA_FILE_UNREACHABLE = "lora_file_unreachable"
+CHECKSUM_MISMATCH = "checksum_mismatch"
+LORA_FILE_INVALID = "lora_file_invalid"
+
+REASONS = (CHARACTER_NOT_FOUND, LORA_DISABLED, MODEL_DOES_NOT_SUPPORT_LORA, NO_READY_LORA, BASE_MODEL_MISMATCH,
+           LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID)
+FILE_FAILURES = (LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID)
+
+
+@dataclass(frozen=True)
+class CharacterFacts:
+    id: str
+    lora_enabled: bool
+
+
+@dataclass(frozen=True)
+class LoraCandidate:
+    """A lora_models row as selection sees it."""
+
+    id: str
+    base_model: str
+    status: str = "ready"
+    trigger_word: str | None = None
+    sha256: str | None = None
+    model_path: str | None = None
+    finished_at: datetime | None = None  # when it became ready (updatedAt)
+
+
+@dataclass(frozen=True)
+class InspectOutcome:
+    """What the I/O layer learned fetching the candidate's file: an inspection, or a failure code from
+    FILE_FAILURES with a human-readable detail."""
+
+    inspection: LoraInspection | None = None
+    failure: str | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.inspection is None) == (self.failure is None):
+            raise ValueError("InspectOutcome needs exactly one of inspection or failure")
+        if self.failure is not None and self.failure not in FILE_FAILURES:
+            raise ValueError(f"unknown file failure {self.failure!r}; expected one of {', '.join(FILE_FAILURES)}")
+
+
+@dataclass(frozen=True)
+class LoraSelection:
+    lora: LoraCandidate | None
+    reason: str | None  # None when the LoRA is used, else one of REASONS
+    detail: str
+    inspection: LoraInspection | None = None
+    trigger_word: str | None = None
+
+    @property
+    def used(self) -> bool:
+        return self.lora is not None
+
+
+def _skip(reason: str, detail: str, inspection: LoraInspection | None = None) -> LoraSelection:
+    return LoraSelection(lora=None, reason=reason, detail=detail, inspection=inspection)
+
+
+def _recency(candidate: LoraCandidate) -> tuple[datetime, str]:
+    return (candidate.finished_at or datetime.min, candidate.id)
+
+
+def select_lora(
+    character: CharacterFacts | None,
+    model: ModelEntry,
+    ready_loras: Sequence[LoraCandidate],
+    inspect: Callable[[LoraCandidate], InspectOutcome],
+) -> LoraSelection:
+    if character is None:
+        return _skip(CHARACTER_NOT_FOUND, "no such character")
+    if not character.lora_enabled:
+        return _skip(LORA_DISABLED, f"character {character.id} has loraEnabled off")
+    if not model.supports_lora:
+        return _skip(MODEL_DOES_NOT_SUPPORT_LORA, f"model {model.name} does not support LoRA")
+
+    ready = [c for c in ready_loras if c.status == "ready"]
+    if not ready:
+        return _skip(NO_READY_LORA, f"character {character.id} has no ready LoRA")
+    family = [c for c in ready if c.base_model == model.base_model]
+    if not family:
+        others = ", ".join(sorted({c.base_model for c in ready}))
+        return _skip(BASE_MODEL_MISMATCH,
+                     f"character {character.id} has ready LoRAs for {others}, none for {model.base_model}")
+    candidate = max(family, key=_recency)
+
+    try:
+        outcome = inspect(candidate)
+    except InvalidLoraFileError as exc:
+        outcome = InspectOutcome(failure=LORA_FILE_INVALID, detail=str(exc))
+    except OSError as exc:
+        outcome = InspectOutcome(failure=LORA_FILE_UNREACHABLE, detail=f"{type(exc).__name__}: {exc}")
+    if outcome.failure is not None:
+        return _skip(outcome.failure, f"LoRA {candidate.id}: {outcome.detail or outcome.failure}")
+    inspection = outcome.inspection
+    assert inspection is not None
+
+    if candidate.sha256 and inspection.sha256 != candidate.sha256:
+        return _skip(CHECKSUM_MISMATCH,
+                     f"LoRA {candidate.id}: file sha256 {inspection.sha256[:12]}… != recorded {candidate.sha256[:12]}…",
+                     inspection)
+    if inspection.base_model != model.base_model:
+        return _skip(BASE_MODEL_MISMATCH,
+                     f"LoRA {candidate.id} is recorded as {candidate.base_model} but its file is for "
+                     f"{inspection.base_model} (from {inspection.detected_from or 'nothing recognisable'})",
+                     inspection)
+
+    trigger_word = candidate.trigger_word or inspection.trigger_word
+    return LoraSelection(lora=candidate, reason=None, detail=f"using LoRA {candidate.id} ({model.base_model})",
+                         inspection=inspection, trigger_word=trigger_word)
