@@ -1,0 +1,54 @@
+"""`lora-pipelines generate --character ID --model MODEL --prompt TEXT [--count N] [--wait]`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+
+@click.command()
+@click.option("--character", "character_id", required=True, type=int)
+@click.option("--model", required=True, help="A registry model: z-image-turbo, flux, qwen-image, one-2.1, one-2.2.")
+@click.option("--prompt", required=True)
+@click.option("--count", default=1, type=click.IntRange(1, 100))
+@click.option("--wait", is_flag=True, help="Run the jobs here (as the pending_generations sensor would) and print outputs.")
+@click.option("--timeout", default=600.0, type=float, help="Seconds --wait may take.")
+def generate(character_id: int, model: str, prompt: str, count: int, wait: bool, timeout: float) -> None:
+    """Enqueue generation jobs for a character."""
+    from lora_pipelines.domain.model_registry import UnknownModelError, get_model
+    from lora_pipelines.domain.prompts import apply_trigger_word
+    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+
+    try:
+        get_model(model)
+        apply_trigger_word(prompt, None)
+    except (UnknownModelError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx = PipelineContext.from_settings()
+    ctx.db.upgrade()
+    if CharactersRepository(ctx.db).get(character_id) is None:
+        raise click.ClickException(f"character {character_id} does not exist")
+    jobs = GenerationJobsRepository(ctx.db)
+    ids = jobs.enqueue(character_id, model, prompt, count=count)
+    click.echo(f"enqueued generation jobs {', '.join(map(str, ids))}")
+    if not wait:
+        return
+    from lora_pipelines.services.generation import run_generation_job
+
+    deadline = time.monotonic() + timeout
+    for job_id in ids:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"timed out after {timeout:.0f}s")
+        run_generation_job(ctx, job_id, worker="cli")
+    for job_id in ids:
+        job = jobs.get(job_id)
+        click.echo(json.dumps({
+            "id": job.id, "status": job.status, "mode": job.mode, "lora_model_id": job.lora_model_id,
+            "trigger_word": job.trigger_word, "lora_skipped_reason": job.lora_skipped_reason,
+            "prompt": job.sent_prompt, "output_keys": job.output_keys,
+            "output_uris": [ctx.store.uri(k) for k in job.output_keys], "face_match": job.face_match,
+            "error": job.error,
+        }))

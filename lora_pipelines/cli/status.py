@@ -1,0 +1,42 @@
+"""`lora-pipelines status [--json]`: characters, LoRAs, generation jobs and the headline rates."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--limit", default=200, type=click.IntRange(1, 100_000), help="At most this many characters and jobs.")
+def status(as_json: bool, limit: int) -> None:
+    """Show what the system holds."""
+    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.services.status import system_status
+
+    ctx = PipelineContext.from_settings()
+    ctx.db.upgrade()
+    data = system_status(ctx, limit=limit)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"store: {data['store']['url']}")
+    click.echo(f"{'id':>5}  {'name':<24} {'lora':<5} {'photos':>6}  loras")
+    for c in data["characters"]:
+        loras = ", ".join(f"{r['base_model']}:{r['status']}" for r in c["loras"]) or "-"
+        click.echo(f"{c['id']:>5}  {c['name'][:24]:<24} {'on' if c['lora_enabled'] else 'off':<5} {len(c['photo_keys']):>6}  {loras}")
+    click.echo(f"\n{'job':>5} {'char':>5} {'model':<14} {'status':<10} {'mode':<10} {'lora':>5}  skipped reason")
+    for j in data["generation_jobs"]:
+        click.echo(f"{j['id']:>5} {j['character_id']:>5} {j['model']:<14} {j['status']:<10} {str(j['mode'] or '-'):<10} "
+                   f"{str(j['lora_model_id'] or '-'):>5}  {j['lora_skipped_reason'] or ''}")
+    m = data["metrics"]
+    click.echo(
+        f"\nLoRA usage {_pct(m['lora_usage_rate'])} · face match with LoRA {_pct(m['face_match_rate_with_lora'])}"
+        f" / without {_pct(m['face_match_rate_without_lora'])} · success {_pct(m['generation_success_rate'])}"
+        f" · fallback success {_pct(m['fallback_success_rate'])}"
+    )

@@ -1,0 +1,38 @@
+"""What the system holds, in the JSON shape of `lora-pipelines status --json`."""
+
+from __future__ import annotations
+
+from lora_pipelines.services import metrics
+from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+
+
+def _lora(row) -> dict:
+    return {"id": row.id, "status": row.status, "base_model": row.base_model, "model_path": row.model_path,
+            "model_url": row.model_url, "sha256": row.sha256, "trigger_word": row.trigger_word,
+            "size_bytes": row.size_bytes, "error": row.error}
+
+
+def _job(job) -> dict:
+    meta = job.input_metadata or {}
+    return {"id": job.id, "character_id": job.character_id, "model": job.model, "status": job.status,
+            "prompt": job.sent_prompt if job.sent_prompt is not None else job.prompt, "user_prompt": job.prompt,
+            "lora_model_id": job.lora_model_id, "trigger_word": job.trigger_word,
+            "lora_skipped_reason": job.lora_skipped_reason, "mode": job.mode, "backend": job.backend,
+            "output_keys": list(job.output_keys or []), "face_distance": job.face_distance,
+            "face_match": job.face_match, "routes": meta.get("routes", []), "error": job.error}
+
+
+def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
+    loras = LoraModelsRepository(ctx.db)
+    characters = CharactersRepository(ctx.db).list(limit=limit)
+    return {
+        "store": {"url": ctx.store.url},
+        "characters": [
+            {"id": c.id, "name": c.name, "lora_enabled": c.lora_enabled, "trigger_word": c.trigger_word,
+             "photo_keys": list(c.photo_keys), "loras": [_lora(r) for r in loras.find_by_character_id(c.id)]}
+            for c in characters
+        ],
+        "generation_jobs": [_job(j) for j in GenerationJobsRepository(ctx.db).list(limit=limit)],
+        "metrics": metrics.headline(ctx.db),
+    }
