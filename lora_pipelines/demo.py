@@ -1,0 +1,139 @@
+"""The end-to-end demo on embedded defaults: characters → sensors → training → generations → checks → report.
+
+Every run goes through the persistent Dagster instance in DAGSTER_HOME, so `dagster dev` afterwards shows the
+runs, the lineage and the check results.
+"""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+DEMO_ENV = {
+    # The face_recognition sdist has 5 Obama photos, 2 of them partial faces: 3 usable photos make the demo set.
+    "LORA_PIPELINES_MIN_PHOTOS": "3",
+    # Two base models cover both routes: flux → Modal-style endpoint, z-image-turbo → ComfyUI workflow.
+    "LORA_PIPELINES_TRAIN_BASE_MODELS": "flux,z-image-turbo",
+    "LORA_PIPELINES_TRAINING_STEPS": "200",
+}
+GENERATIONS = [  # (character, model, prompt, count)
+    ("Barack Obama", "flux", "portrait photo in a sunlit park, 85mm", 4),
+    ("Barack Obama", "z-image-turbo", "cinematic portrait at night, city lights", 4),
+    ("Joe Biden", "flux", "portrait photo at a press conference", 2),
+    ("Joe Biden", "z-image-turbo", "portrait photo on a beach", 2),
+]
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        click.echo(f"[{time.monotonic() - self.started:6.1f}s] {message}", err=False)
+
+
+def _prepare_environment(home: Path) -> None:
+    for key, value in DEMO_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ["LORA_PIPELINES_HOME"] = str(home)
+    dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home")))
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", instance_yaml)
+
+
+def _run_requests(instance, defs, sensor_name: str, say) -> list:
+    import dagster as dg
+
+    sensor = defs.get_sensor_def(sensor_name)
+    state_key = f"lora_pipelines.demo.cursor.{sensor_name}"
+    cursor = instance.run_storage.get_cursor_values({state_key}).get(state_key)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
+        result = sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    if result.cursor is not None:
+        instance.run_storage.set_cursor_values({state_key: result.cursor})
+    requests = [r for r in result.run_requests or [] if not instance.get_runs(
+        dg.RunsFilter(tags={"dagster/run_key": r.run_key}), limit=1)]
+    say(f"sensor {sensor_name}: {len(requests)} new run request(s)")
+    return requests
+
+
+def _execute(instance, defs, job_name: str, request, say) -> bool:
+    job = defs.get_job_def(job_name)
+    tags = {**(request.tags or {}), "dagster/run_key": request.run_key, "lora_pipelines/launched_by": "demo"}
+    result = job.execute_in_process(
+        instance=instance, partition_key=request.partition_key, run_config=request.run_config or {}, tags=tags,
+        raise_on_error=False,
+    )
+    label = f"{job_name}" + (f" [{request.partition_key}]" if request.partition_key else "")
+    say(f"  {label}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id[:8]})")
+    return result.success
+
+
+def run_demo(home: Path) -> dict:
+    say = Progress()
+    _prepare_environment(home)
+    import dagster as dg
+
+    from lora_pipelines.definitions import defs
+    from lora_pipelines.services.characters import add_character, photos_in
+    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.services.demo_photos import fetch_demo_photos
+    from lora_pipelines.services.metrics import headline
+    from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+
+    ctx = PipelineContext.from_settings()
+    ctx.db.upgrade()
+    say(f"home {home}; app database and object store under it; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
+    say("fetching demo photos (face_recognition 1.3.0 sdist test images, real photos)")
+    folders = fetch_demo_photos(home / "demo_photos")
+
+    repo = CharactersRepository(ctx.db)
+    existing = {c.name: c for c in repo.list(limit=1000)}
+    characters = {}
+    for name, folder in folders.items():
+        if name in existing:
+            characters[name] = existing[name]
+            continue
+        lora_enabled = name == "Barack Obama"  # Biden stays without LoRA: the fallback path
+        characters[name], skipped = add_character(ctx, name, photos_in(folder), lora_enabled=lora_enabled)
+        say(f"character {characters[name].id} {name}: {len(characters[name].photo_keys)} photos, "
+            f"LoRA {'enabled' if lora_enabled else 'disabled'}" + (f", skipped {skipped}" if skipped else ""))
+
+    with dg.instance_for_test() if os.environ.get("LORA_PIPELINES_DEMO_EPHEMERAL") else _instance() as instance:
+        say("training: new_characters sensor → training_job per character × base model")
+        for request in _run_requests(instance, defs, "new_characters", say):
+            _execute(instance, defs, "training_job", request, say)
+        for request in _run_requests(instance, defs, "training_completion", say):
+            _execute(instance, defs, "training_job", request, say)
+
+        jobs = GenerationJobsRepository(ctx.db)
+        for name, model, prompt, count in GENERATIONS:
+            ids = jobs.enqueue(characters[name].id, model, prompt, count=count)
+            say(f"enqueued {count} {model} generation(s) for {name}: jobs {ids[0]}–{ids[-1]}")
+        say("generation: pending_generations sensor → generation_job per batch (checks run with it)")
+        for request in _run_requests(instance, defs, "pending_generations", say):
+            _execute(instance, defs, "generation_job", request, say)
+
+        say("report: report_job")
+        _execute(instance, defs, "report_job", dg.RunRequest(run_key=f"demo-report-{time.time():.0f}"), say)
+
+    numbers = headline(ctx.db)
+    from datetime import date
+
+    from lora_pipelines.domain.keys import report_prefix
+
+    report_uri = ctx.store.uri(f"{report_prefix(date.today())}/report.html")
+    say("done")
+    return {"report": report_uri, "metrics": numbers, "seconds": round(time.monotonic() - say.started, 1)}
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
