@@ -1,0 +1,170 @@
+"""Finish a trained LoRA: metadata into its safetensors header, checksum, volume copy, R2 upload."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from lora_pipelines.domain.lora_format import trainer_metadata
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Always ours: what the generation side and the inspector decide on. Other trainer keys are kept.
+AUTHORITATIVE_KEYS = (
+    "ss_base_model_version",
+    "modelspec.architecture",
+    "modelspec.trigger_phrase",
+    "lora_pipelines.base_model",
+    "lora_pipelines.trigger_word",
+)
+
+
+class SafetensorsHeaderError(ValueError):
+    pass
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """(header JSON, byte offset where tensor data starts); refuses oversized or inconsistent headers."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise SafetensorsHeaderError(f"{path.name} is {size} bytes, too short for a safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_HEADER_BYTES:
+            raise SafetensorsHeaderError(f"{path.name} declares a {length}-byte header; at most {MAX_HEADER_BYTES} allowed")
+        if 8 + length > size:
+            raise SafetensorsHeaderError(f"{path.name} declares a header past the end of the file")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SafetensorsHeaderError(f"{path.name} has a header that is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise SafetensorsHeaderError(f"{path.name} has a header that is not a JSON object")
+    data_size = size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        end = (entry.get("data_offsets") or [0, 0])[1] if isinstance(entry, dict) else None
+        if not isinstance(end, int) or end > data_size:
+            raise SafetensorsHeaderError(f"{path.name}: tensor {name!r} has offsets past the end of the file")
+    return header, 8 + length
+
+
+def write_metadata(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
+    """Merge `metadata` into the file's `__metadata__` in place (tensor bytes untouched); returns the result."""
+    header, data_start = read_header(path)
+    merged = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+    merged.update({str(k): str(v) for k, v in metadata.items()})
+    header["__metadata__"] = merged
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # safetensors pads the header with spaces to 8-byte alignment
+    tmp = path.with_name(path.name + ".tmp")
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        dst.write(struct.pack("<Q", len(encoded)))
+        dst.write(encoded)
+        src.seek(data_start)
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(tmp, path)
+    return merged
+
+
+def lora_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int, existing: Mapping[str, str]) -> dict[str, str]:
+    """What to write: our authoritative keys always; the rest of trainer_metadata only where the trainer left a gap."""
+    ours = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer="ai-toolkit")
+    return {k: v for k, v in ours.items() if k in AUTHORITATIVE_KEYS or k not in existing}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FinalizedLora:
+    path: Path
+    sha256: str
+    size_bytes: int
+    metadata: dict[str, str]
+
+
+def finalize_lora(path: Path, *, base_model: str, trigger_word: str, rank: int, steps: int) -> FinalizedLora:
+    """Fix up the header, then checksum the final bytes."""
+    header, _ = read_header(path)
+    existing = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+    metadata = write_metadata(path, lora_metadata(base_model, trigger_word, rank=rank, steps=steps, existing=existing))
+    return FinalizedLora(path=path, sha256=sha256_file(path), size_bytes=path.stat().st_size, metadata=metadata)
+
+
+class Uploader(Protocol):
+    def upload(self, path: Path, key: str, *, sha256: str) -> None: ...
+
+
+class R2Uploader:
+    """boto3 against R2 (or any S3-protocol endpoint) with region "auto"."""
+
+    def __init__(self, *, endpoint_url: str, bucket: str, region_name: str = "auto", connect_timeout: float = 10.0,
+                 max_attempts: int = 3) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            config=Config(signature_version="s3v4", connect_timeout=connect_timeout,
+                          retries={"max_attempts": max_attempts, "mode": "standard"}),
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> R2Uploader:
+        """R2_ENDPOINT_URL and R2_BUCKET (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by boto3)."""
+        missing = [name for name in ("R2_ENDPOINT_URL", "R2_BUCKET") if not env.get(name)]
+        if missing:
+            raise KeyError(f"missing environment variable(s) {', '.join(missing)} (the R2 Modal secret)")
+        return cls(endpoint_url=env["R2_ENDPOINT_URL"], bucket=env["R2_BUCKET"], region_name=env.get("R2_REGION", "auto"))
+
+    def upload(self, path: Path, key: str, *, sha256: str) -> None:
+        with path.open("rb") as body:
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/octet-stream", Metadata={"sha256": sha256}
+            )
+
+
+@dataclass(frozen=True)
+class Published:
+    volume_path: Path
+    object_key: str | None
+    upload_error: str | None
+
+
+def publish(lora: FinalizedLora, *, output_key: str, volume_root: Path, uploader: Uploader | None) -> Published:
+    """Copy to the volume first (it survives any upload failure), then upload to the object store."""
+    volume_path = volume_root / output_key
+    volume_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = volume_path.with_name(volume_path.name + ".tmp")
+    shutil.copyfile(lora.path, tmp)
+    os.replace(tmp, volume_path)
+    if uploader is None:
+        return Published(volume_path, None, "no object-store uploader configured; the file is only on the volume")
+    try:
+        uploader.upload(volume_path, output_key, sha256=lora.sha256)
+    except Exception as exc:  # noqa: BLE001 - any upload failure leaves the volume copy as the artifact
+        return Published(volume_path, None, f"upload to the object store failed ({_describe(exc)}); the file is on the volume")
+    return Published(volume_path, output_key, None)
+
+
+def _describe(exc: BaseException) -> str:
+    """Class name plus a short message; boto3 messages carry the endpoint but never the keys."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__

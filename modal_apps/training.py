@@ -1,0 +1,103 @@
+"""Modal app "lora-training": function `train_lora(spec) -> TrainingResult dict` on one GPU with ai-toolkit.
+
+Deploy: `modal deploy -m modal_apps.training` (see docs/modal.md). Only `modal` is imported at module level;
+everything heavy is imported inside the function, in the container.
+
+Progress: a modal.Dict named PROGRESS_DICT, keyed by the FunctionCall id (`fc-...`), holds
+`{"state", "progress" (0-100), "lora_model_id", "updated_at"}` for the client's poll.
+"""
+
+from __future__ import annotations
+
+import time
+
+import modal
+
+APP_NAME = "lora-training"  # = lora_pipelines.settings.Settings.modal_training_app
+FUNCTION_NAME = "train_lora"  # = Settings.modal_training_function
+PROGRESS_DICT = "lora-training-progress"
+LORA_VOLUME = "lora-pipelines-loras"
+HF_CACHE_VOLUME = "lora-pipelines-hf-cache"
+R2_SECRET = "lora-pipelines-r2"  # R2_ENDPOINT_URL, R2_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+HF_SECRET = "huggingface"  # HF_TOKEN (FLUX.1-dev is gated)
+LORA_ROOT = "/loras"
+HF_HOME = "/hf-cache"
+WORK_ROOT = "/tmp/lora-training"
+
+# ai-toolkit pinned to a commit that has the Z-Image-Turbo example and training adapter support.
+# UNVERIFIED here (no network to GitHub): check the commit still exists before the first deploy.
+AI_TOOLKIT_COMMIT = "002cc6fec6fe0015a4a180476204c382cab2b3d5"
+AI_TOOLKIT_DIR = "/opt/ai-toolkit"
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .apt_install("git", "libgl1", "libglib2.0-0")
+    # ai-toolkit's README installs torch from the CUDA 12.6 index before its requirements. UNVERIFIED pin.
+    .pip_install("torch==2.7.0", "torchvision==0.22.0", index_url="https://download.pytorch.org/whl/cu126")
+    .run_commands(
+        f"git clone https://github.com/ostris/ai-toolkit.git {AI_TOOLKIT_DIR}",
+        f"cd {AI_TOOLKIT_DIR} && git checkout {AI_TOOLKIT_COMMIT} && git submodule update --init --recursive",
+        f"pip install -r {AI_TOOLKIT_DIR}/requirements.txt",
+    )
+    .pip_install("boto3>=1.34", "httpx>=0.27", "pydantic>=2.6", "pyyaml>=6", "hf_transfer")
+    .env({"HF_HOME": HF_HOME, "HF_HUB_ENABLE_HF_TRANSFER": "1", "DISABLE_TELEMETRY": "YES"})
+    .add_local_python_source("lora_pipelines", "modal_apps")
+)
+
+app = modal.App(APP_NAME, image=image)
+lora_volume = modal.Volume.from_name(LORA_VOLUME, create_if_missing=True)
+hf_cache = modal.Volume.from_name(HF_CACHE_VOLUME, create_if_missing=True)
+progress_dict = modal.Dict.from_name(PROGRESS_DICT, create_if_missing=True)
+
+
+class DictProgress:
+    """Writes progress to the modal.Dict at most every few seconds (and always for a state change)."""
+
+    def __init__(self, store: modal.Dict, call_id: str | None, lora_model_id: str, min_interval: float = 5.0) -> None:
+        self.store, self.call_id, self.lora_model_id = store, call_id, lora_model_id
+        self.min_interval = min_interval
+        self._last: tuple[str, float] = ("", 0.0)
+
+    def __call__(self, state: str, percent: float) -> None:
+        now = time.monotonic()
+        if self.call_id is None or (state == self._last[0] and now - self._last[1] < self.min_interval):
+            return
+        self._last = (state, now)
+        try:
+            self.store.put(self.call_id, {"state": state, "progress": round(percent, 1),
+                                          "lora_model_id": self.lora_model_id, "updated_at": time.time()})
+        except Exception as exc:  # noqa: BLE001 - progress is advisory; never fail a training for it
+            print(f"progress update failed: {exc.__class__.__name__}")
+
+
+@app.function(
+    gpu="A100-80GB",
+    timeout=4 * 60 * 60,
+    retries=modal.Retries(max_retries=1, initial_delay=30.0),
+    volumes={LORA_ROOT: lora_volume, HF_HOME: hf_cache},
+    secrets=[modal.Secret.from_name(R2_SECRET, required_keys=["R2_ENDPOINT_URL", "R2_BUCKET"]),
+             modal.Secret.from_name(HF_SECRET)],
+)
+def train_lora(spec: dict) -> dict:
+    """Validate the TrainingSpec, train, keep the file on the volume, upload to R2; returns TrainingResult as a dict."""
+    from pathlib import Path
+
+    from modal_apps.artifacts import R2Uploader
+    from modal_apps.trainer_runner import AiToolkitRunner
+    from modal_apps.training_job import run_training
+
+    progress = DictProgress(progress_dict, modal.current_function_call_id(), str(spec.get("lora_model_id", "")))
+    try:
+        result = run_training(
+            spec,
+            work_dir=Path(WORK_ROOT),
+            volume_root=Path(LORA_ROOT),
+            trainer=AiToolkitRunner(Path(AI_TOOLKIT_DIR)),
+            uploader_factory=R2Uploader.from_env,
+            on_progress=progress,
+        )
+    except BaseException:
+        progress("failed", 0.0)
+        raise
+    lora_volume.commit()
+    return result
