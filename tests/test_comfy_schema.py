@@ -153,6 +153,9 @@ def test_served_object_info_lists_the_pod_files():
     assert served["LoraLoader"]["input"]["required"]["lora_name"][0] == ["test_lora.safetensors"]
     assert served["VAELoader"]["input"]["required"]["vae_name"][0] == ["ae.safetensors", "pixel_space"]
     assert load_object_info()["LoraLoader"]["input"]["required"]["lora_name"][0] == []
+    two_vaes = with_available_files(load_object_info(), {"vae": ["qwen_image_vae.safetensors", "ae.safetensors"]})
+    assert two_vaes["VAELoader"]["input"]["required"]["vae_name"][0] == [
+        "ae.safetensors", "qwen_image_vae.safetensors", "pixel_space"]
 
 
 def test_validation_does_not_mutate_the_prompt():

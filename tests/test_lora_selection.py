@@ -46,8 +46,8 @@ class FakeStore:
     def inspect(self, candidate: LoraCandidate) -> InspectOutcome:
         self.fetched.append(candidate.id)
         if candidate.id not in self.files:
-            return InspectOutcome(failure="lora_file_unreachable", detail="404 from object store")
-        return InspectOutcome(inspection=inspect_lora_bytes(self.files[candidate.id]))
+            return InspectOutcome.failure("lora_file_unreachable", "404 from object store")
+        return InspectOutcome.success(inspect_lora_bytes(self.files[candidate.id]))
 
 
 def test_uses_the_newest_ready_lora_for_the_models_family():
@@ -128,4 +128,14 @@ def test_reason_codes_are_stable():
     assert REASONS == ("character_not_found", "lora_disabled", "model_does_not_support_lora", "no_ready_lora",
                        "base_model_mismatch", "lora_file_unreachable", "checksum_mismatch", "lora_file_invalid")
     with pytest.raises(ValueError):
-        InspectOutcome(failure="disk_on_fire")
+        InspectOutcome.failure("disk_on_fire")
+    assert InspectOutcome.success("flux").ok and not InspectOutcome.failure("checksum_mismatch").ok
+
+
+def test_a_callback_that_only_reports_the_base_model():
+    """The I/O layer may check the checksum itself and hand back just the file's base model."""
+    candidate = LoraCandidate(id="l1", base_model="flux", trigger_word="anna_person")
+    used = select_lora(ANNA, get_model("flux"), [candidate], lambda c: InspectOutcome.success("flux"))
+    assert (used.lora, used.trigger_word) == (candidate, "anna_person")
+    skipped = select_lora(ANNA, get_model("flux"), [candidate], lambda c: InspectOutcome.success("qwen-image"))
+    assert skipped.reason == "base_model_mismatch" and skipped.detail.endswith("its file is for qwen-image")

@@ -59,18 +59,36 @@ class LoraCandidate:
 
 @dataclass(frozen=True)
 class InspectOutcome:
-    """What the I/O layer learned fetching the candidate's file: an inspection, or a failure code from
-    FILE_FAILURES with a human-readable detail."""
+    """What the I/O layer learned fetching the candidate's file: the file's base model (and, when it has it, the
+    whole inspection), or a failure code from FILE_FAILURES with a human-readable detail.
 
-    inspection: LoraInspection | None = None
-    failure: str | None = None
+    Build it with `InspectOutcome.success(inspection_or_base_model)` / `InspectOutcome.failure(code, detail)`.
+    """
+
+    base_model: str | None = None
+    reason: str | None = None
     detail: str = ""
+    inspection: LoraInspection | None = None
 
     def __post_init__(self) -> None:
-        if (self.inspection is None) == (self.failure is None):
-            raise ValueError("InspectOutcome needs exactly one of inspection or failure")
-        if self.failure is not None and self.failure not in FILE_FAILURES:
-            raise ValueError(f"unknown file failure {self.failure!r}; expected one of {', '.join(FILE_FAILURES)}")
+        if (self.base_model is None) == (self.reason is None):
+            raise ValueError("InspectOutcome needs exactly one of base_model or a failure reason")
+        if self.reason is not None and self.reason not in FILE_FAILURES:
+            raise ValueError(f"unknown file failure {self.reason!r}; expected one of {', '.join(FILE_FAILURES)}")
+
+    @classmethod
+    def success(cls, inspected: LoraInspection | str) -> InspectOutcome:
+        if isinstance(inspected, LoraInspection):
+            return cls(base_model=inspected.base_model, inspection=inspected)
+        return cls(base_model=inspected)
+
+    @classmethod
+    def failure(cls, reason: str, detail: str = "") -> InspectOutcome:
+        return cls(reason=reason, detail=detail)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
 
 
 @dataclass(frozen=True)
@@ -120,24 +138,24 @@ def select_lora(
     try:
         outcome = inspect(candidate)
     except InvalidLoraFileError as exc:
-        outcome = InspectOutcome(failure=LORA_FILE_INVALID, detail=str(exc))
+        outcome = InspectOutcome.failure(LORA_FILE_INVALID, str(exc))
     except OSError as exc:
-        outcome = InspectOutcome(failure=LORA_FILE_UNREACHABLE, detail=f"{type(exc).__name__}: {exc}")
-    if outcome.failure is not None:
-        return _skip(outcome.failure, f"LoRA {candidate.id}: {outcome.detail or outcome.failure}")
+        outcome = InspectOutcome.failure(LORA_FILE_UNREACHABLE, f"{type(exc).__name__}: {exc}")
+    if outcome.reason is not None:
+        return _skip(outcome.reason, f"LoRA {candidate.id}: {outcome.detail or outcome.reason}")
     inspection = outcome.inspection
-    assert inspection is not None
 
-    if candidate.sha256 and inspection.sha256 != candidate.sha256:
+    if inspection is not None and candidate.sha256 and inspection.sha256 != candidate.sha256:
         return _skip(CHECKSUM_MISMATCH,
                      f"LoRA {candidate.id}: file sha256 {inspection.sha256[:12]}… != recorded {candidate.sha256[:12]}…",
                      inspection)
-    if inspection.base_model != model.base_model:
+    if outcome.base_model != model.base_model:
+        source = inspection.detected_from if inspection is not None else None
         return _skip(BASE_MODEL_MISMATCH,
                      f"LoRA {candidate.id} is recorded as {candidate.base_model} but its file is for "
-                     f"{inspection.base_model} (from {inspection.detected_from or 'nothing recognisable'})",
+                     f"{outcome.base_model}" + (f" (from {source})" if source else ""),
                      inspection)
 
-    trigger_word = candidate.trigger_word or inspection.trigger_word
+    trigger_word = candidate.trigger_word or (inspection.trigger_word if inspection is not None else None)
     return LoraSelection(lora=candidate, reason=None, detail=f"using LoRA {candidate.id} ({model.base_model})",
                          inspection=inspection, trigger_word=trigger_word)

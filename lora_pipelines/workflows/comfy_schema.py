@@ -81,8 +81,8 @@ def with_available_files(object_info: Mapping[str, Any], available_files: Mappin
                     continue
                 if (class_type, input_name) in _CUSTOM_FILE_VALIDATION and "input" not in available_files:
                     continue
-                base = spec[0] if class_type == "VAELoader" and isinstance(spec[0], list) else []
-                files = _files_in(folders, available_files, base=base)
+                extras = spec[0] if class_type == "VAELoader" and isinstance(spec[0], list) else []
+                files = _files_in(folders, available_files, extras)
                 if isinstance(spec[0], list):
                     spec[0] = files
                 elif spec[0] == "COMBO" and len(spec) > 1:
@@ -90,11 +90,12 @@ def with_available_files(object_info: Mapping[str, Any], available_files: Mappin
     return filled
 
 
-def _files_in(folders: Sequence[str], available_files: Mapping[str, Sequence[str]], base: Sequence[str]) -> list[str]:
-    names = set(base)
+def _files_in(folders: Sequence[str], available_files: Mapping[str, Sequence[str]], extras: Sequence[str]) -> list[str]:
+    """Sorted files of the folders, then the node's fixed extra choices (VAELoader's "pixel_space")."""
+    names: set[str] = set()
     for folder in folders:
         names.update(available_files.get(folder, ()))
-    return sorted(names)
+    return sorted(names) + [extra for extra in extras if extra not in names]
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class _Validator:
             return schema_choices
         if self.available_files is None:
             return None
-        return _files_in(folders, self.available_files, base=[c for c in schema_choices if class_type == "VAELoader"])
+        return _files_in(folders, self.available_files, schema_choices if class_type == "VAELoader" else [])
 
     def validate_inputs(self, unique_id: str) -> tuple[bool, list[dict[str, Any]], str]:
         if unique_id in self.validated:
@@ -313,7 +314,7 @@ def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | 
         if not isinstance(node, Mapping) or "class_type" not in node:
             return _invalid("Cannot execute because a node is missing the class_type property.", f"Node ID '#{node_id}'")
         class_type = node["class_type"]
-        if class_type not in object_info:
+        if not isinstance(class_type, str) or class_type not in object_info:
             return _invalid(f"Cannot execute because node {class_type} does not exist.", f"Node ID '#{node_id}'")
         if object_info[class_type].get("output_node") is True:
             outputs.append(node_id)
