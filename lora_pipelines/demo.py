@@ -48,7 +48,7 @@ def _prepare_environment(home: Path) -> None:
 def _run_requests(instance, defs, sensor_name: str, say) -> list:
     import dagster as dg
 
-    sensor = defs.get_sensor_def(sensor_name)
+    sensor = defs.resolve_sensor_def(sensor_name)
     state_key = f"lora_pipelines.demo.cursor.{sensor_name}"
     cursor = instance.run_storage.get_cursor_values({state_key}).get(state_key)
     with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
@@ -64,7 +64,7 @@ def _run_requests(instance, defs, sensor_name: str, say) -> list:
 
 
 def _execute(instance, defs, job_name: str, request, say) -> bool:
-    job = defs.get_job_def(job_name)
+    job = defs.resolve_job_def(job_name)
     tags = {**(request.tags or {}), "dagster/run_key": request.run_key, "lora_pipelines/launched_by": "demo"}
     result = job.execute_in_process(
         instance=instance, partition_key=request.partition_key, run_config=request.run_config or {}, tags=tags,
