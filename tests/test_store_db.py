@@ -334,3 +334,13 @@ def test_concurrent_appends_lose_no_write(repos) -> None:
 
     assert len(set(jobs.get(job_id).output_keys)) == 100
     assert len(characters.get(character.id).photo_keys) == 100
+
+
+def test_new_rows_have_equal_created_and_updated_times(repos) -> None:
+    characters, loras, jobs = repos
+    character = characters.create("Fresh")
+    lora = loras.create(character.id, "flux", character.trigger_word, "fresh-key")
+    job = jobs.get(jobs.enqueue(character.id, "flux", "x")[0])
+    for record in (character, lora, job):
+        assert record.created_at == record.updated_at
+        assert record.created_at.tzinfo is not None and record.created_at.utcoffset() == timedelta(0)

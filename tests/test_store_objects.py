@@ -211,3 +211,12 @@ def test_local_store_refuses_a_symlink_out_of_its_root(tmp_path: Path) -> None:
     with pytest.raises(InvalidIdError, match="outside the store root"):
         store.put_bytes("link/file.bin", b"x")
     assert list((tmp_path / "outside").iterdir()) == []
+
+
+def test_stat_reports_utc_modification_time(store: ObjectStore) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    store.put_bytes("a/now.bin", b"x")
+    modified = store.stat("a/now.bin").last_modified
+    assert modified.utcoffset() == timedelta(0)
+    assert abs(datetime.now(timezone.utc) - modified) < timedelta(minutes=5)

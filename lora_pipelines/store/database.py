@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
     from lora_pipelines.settings import Settings
@@ -50,6 +51,8 @@ class Database:
         if self.dialect_name == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            else:
+                engine_kwargs["poolclass"] = StaticPool  # one shared connection, or every session sees a new empty DB
             engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         self.engine = sa.create_engine(self.url, **engine_kwargs)
         if self.dialect_name == "sqlite":

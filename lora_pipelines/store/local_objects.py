@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,8 +77,8 @@ class LocalObjectStore(ObjectStore):
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> ObjectInfo:
         dest = self._path(key)
         with open(path, "rb") as source, atomic_write(dest) as stream:
-            shutil.copyfileobj(source, stream, 1024 * 1024)
-        return self._info(key, dest, sha256_of_file(dest))
+            digest = _copy_hashing(source, stream)
+        return self._info(key, dest, digest)
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
         data = self._existing(key).read_bytes()
@@ -135,8 +135,6 @@ class LocalObjectStore(ObjectStore):
 
 
 def _copy_hashing(source: BinaryIO, dest: BinaryIO) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for chunk in read_chunks(source):
         digest.update(chunk)

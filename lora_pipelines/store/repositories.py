@@ -251,8 +251,14 @@ class CharactersRepository:
         word = validate_trigger_word(trigger_word) if trigger_word is not None else trigger_word_for(name)
         if not isinstance(lora_enabled, bool):
             raise ValueError("lora_enabled must be a bool")
+        now = utcnow()
         row = CharacterRow(
-            name=name, lora_enabled=lora_enabled, trigger_word=word, photo_keys=_check_keys(photo_keys, "photo_keys")
+            name=name,
+            lora_enabled=lora_enabled,
+            trigger_word=word,
+            photo_keys=_check_keys(photo_keys, "photo_keys"),
+            created_at=now,
+            updated_at=now,
         )
         with self.db.session() as session:
             session.add(row)
@@ -344,6 +350,7 @@ class LoraModelsRepository:
         _check_common(values, "lora_models")
         existing = self.find_by_idempotency_key(idempotency_key)
         if existing is None:
+            now = utcnow()
             try:
                 with self.db.session() as session:
                     row = LoraModelRow(
@@ -352,6 +359,8 @@ class LoraModelsRepository:
                         trigger_word=trigger_word,
                         idempotency_key=idempotency_key,
                         status="pending",
+                        created_at=now,
+                        updated_at=now,
                         **values,
                     )
                     session.add(row)
@@ -488,8 +497,12 @@ class GenerationJobsRepository:
         with self.db.session() as session:
             if session.get(CharacterRow, character_id) is None:
                 raise RecordNotFoundError(f"characters {character_id} does not exist")
+            now = utcnow()
             rows = [
-                GenerationJobRow(character_id=character_id, model=model, prompt=prompt, input_metadata=dict(metadata))
+                GenerationJobRow(
+                    character_id=character_id, model=model, prompt=prompt, input_metadata=dict(metadata),
+                    created_at=now, updated_at=now,
+                )  # fmt: skip
                 for _ in range(count)
             ]
             session.add_all(rows)

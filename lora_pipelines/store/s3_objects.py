@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -113,7 +114,7 @@ class S3ObjectStore(ObjectStore):
             key=key,
             size_bytes=int(size if size is not None else response.get("ContentLength", response.get("Size", 0))),
             sha256=(response.get("Metadata") or {}).get(SHA256_METADATA),
-            last_modified=response.get("LastModified"),
+            last_modified=modified.astimezone(timezone.utc) if (modified := response.get("LastModified")) else None,
             content_type=response.get("ContentType"),
         )
 
