@@ -108,8 +108,10 @@ def _skip(reason: str, detail: str, inspection: LoraInspection | None = None) ->
     return LoraSelection(lora=None, reason=reason, detail=detail, inspection=inspection)
 
 
-def _recency(candidate: LoraCandidate) -> tuple[datetime, str]:
-    return (candidate.finished_at or datetime.min, candidate.id)
+def _recency(candidate: LoraCandidate) -> tuple[bool, float, str]:
+    """Newest first by finished_at (rows without one are oldest), then by id."""
+    finished = candidate.finished_at
+    return (finished is not None, finished.timestamp() if finished else 0.0, str(candidate.id))
 
 
 def select_lora(
