@@ -65,7 +65,8 @@ def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str)
     entry = get_model(model)
     character = CharactersRepository(ctx.db).get(character_id)
     facts = None if character is None else CharacterFacts(id=character.id, lora_enabled=character.lora_enabled)
-    rows = [] if character is None else LoraModelsRepository(ctx.db).find_by_character_and_model(character_id, entry.base_model)
+    # every ready LoRA of the character: selection tells "none ready" from "ready, but for another base model"
+    rows = [] if character is None else LoraModelsRepository(ctx.db).find_by_character_id(character_id)
     candidates = [
         LoraCandidate(id=r.id, base_model=r.base_model, trigger_word=r.trigger_word, model_path=r.model_path,
                       sha256=r.sha256, finished_at=r.finished_at)
