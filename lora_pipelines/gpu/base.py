@@ -1,0 +1,41 @@
+"""The interfaces every GPU backend implements: training calls and generation endpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse, TrainingPoll, TrainingResult, TrainingSpec
+
+# Generation routes of the Modal apps (and of the simulated service): route -> base model it runs.
+LORA_ROUTES: dict[str, str] = {"flux-lora": "flux", "qwen-image-2512-lora": "qwen-image"}
+GENERATION_ROUTES: tuple[str, ...] = ("flux-lora", "qwen-image-2512-lora", "standard", "face-swap")
+
+
+@runtime_checkable
+class TrainingBackend(Protocol):
+    """Long-running LoRA training as a call id that survives restarts of the caller."""
+
+    name: str
+
+    def submit_training(self, spec: TrainingSpec) -> str:
+        """Start training; the same `spec.idempotency_key` returns the same call id."""
+
+    def poll(self, call_id: str) -> TrainingPoll:
+        """queued / running (progress) / succeeded (result) / failed (error) / lost."""
+
+    def cancel(self, call_id: str) -> None: ...
+
+    def fetch_artifact(self, result: TrainingResult, dest_path: Path) -> Path:
+        """Download `result.download_url` to `dest_path`; a result with only `object_key` is the caller's to fetch."""
+
+
+@runtime_checkable
+class GenerationEndpoints(Protocol):
+    """Text-to-image (optionally with a LoRA) and face swap, answering what was really applied."""
+
+    name: str
+
+    def generate(self, route: str, request: GenerateRequest) -> GenerateResponse: ...
+
+    def face_swap(self, request: FaceSwapRequest) -> GenerateResponse: ...

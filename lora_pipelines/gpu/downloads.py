@@ -1,0 +1,33 @@
+"""Downloading a trained LoRA: temp file, sha256 check, atomic rename; a short or corrupt body is retried."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from lora_pipelines.gpu.errors import GpuTransientError
+from lora_pipelines.gpu.http import RetryingHttp
+
+
+def download_verified(http: RetryingHttp, url: str, dest: Path, sha256: str | None, *, endpoint: str = "download",
+                      call_id: str | None = None, attempts: int = 3) -> Path:
+    """GET `url` into `dest` (atomically); when `sha256` is given a mismatching body is retried, then refused."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+    def once() -> Path:
+        body = http.request("GET", url, endpoint=endpoint, call_id=call_id).content
+        digest = hashlib.sha256(body).hexdigest()
+        if sha256 and digest != sha256:
+            raise GpuTransientError(f"downloaded {len(body)} bytes with sha256 {digest[:12]}…, expected {sha256[:12]}…",
+                                    backend=http.backend, endpoint=endpoint, call_id=call_id)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        tmp.write_bytes(body)
+        tmp.replace(dest)
+        return dest
+
+    return Retrying(retry=retry_if_exception_type(GpuTransientError), stop=stop_after_attempt(attempts),
+                    wait=wait_exponential_jitter(initial=0.2, max=2.0), reraise=True)(once)

@@ -1,0 +1,130 @@
+"""One HTTP call path for every GPU client: a timeout on each call, retries with backoff + jitter for
+transient failures (connection errors, 429, 5xx, truncated bodies), none for refusals (4xx with a reason)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_exponential_jitter
+
+from lora_pipelines.gpu.errors import GpuBackendError, GpuPermanentError, GpuTimeoutError, GpuTransientError, scrub
+
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class RetryingHttp:
+    """httpx with the GPU-call policy. `backend` names the service in every error it raises."""
+
+    def __init__(self, backend: str, base_url: str, *, timeout_s: float = 120.0, headers: Mapping[str, str] | None = None,
+                 secrets: Iterable[str | None] = (), attempts: int = 4, backoff_initial_s: float = 0.2,
+                 backoff_max_s: float = 5.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.backend = backend
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self._secrets = [s for s in secrets if s]
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=dict(headers or {}), transport=transport,
+                                    follow_redirects=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(self, method: str, path: str, *, endpoint: str | None = None, call_id: str | None = None,
+                timeout_s: float | None = None, ok_statuses: Iterable[int] = (), **kwargs: Any) -> httpx.Response:
+        """Send with retries; returns a 2xx response (or one whose status is in `ok_statuses`), body read in full."""
+        endpoint = endpoint or path
+        timeout = timeout_s or self.timeout_s
+        accepted = set(ok_statuses)
+
+        def once() -> httpx.Response:
+            try:
+                response = self._client.request(method, self.url(path), timeout=timeout, **kwargs)
+                response.read()
+            except httpx.TimeoutException as exc:
+                raise GpuTimeoutError(f"no answer within {timeout:g}s ({type(exc).__name__})", backend=self.backend,
+                                      endpoint=endpoint, call_id=call_id) from None
+            except httpx.TransportError as exc:  # refused connection, reset, body cut short
+                raise GpuTransientError(self._clean(f"{type(exc).__name__}: {exc}"), backend=self.backend,
+                                        endpoint=endpoint, call_id=call_id) from None
+            if response.is_success or response.status_code in accepted:
+                return response
+            reason = self._clean(_reason(response))
+            kind = GpuTransientError if response.status_code in TRANSIENT_STATUS else GpuPermanentError
+            raise kind(reason, backend=self.backend, endpoint=endpoint, call_id=call_id,
+                       status_code=response.status_code, detail=_json_or_none(response))
+
+        deadline = max(timeout * self.attempts, timeout + 30.0)
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, GpuTransientError)),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(deadline),
+            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s, jitter=self.backoff_initial_s),
+            before_sleep=_honour_retry_after,
+            reraise=True,
+        )
+        return retrying(once)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """`request` + a JSON body; a body that does not parse is treated as cut short (transient) and retried."""
+        endpoint, call_id = kwargs.get("endpoint") or path, kwargs.get("call_id")
+        retrying = Retrying(retry=retry_if_exception(lambda e: isinstance(e, _Truncated)), stop=stop_after_attempt(self.attempts),
+                            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s), reraise=True)
+        try:
+            return retrying(lambda: _parse_json(self.request(method, path, **kwargs)))
+        except _Truncated as exc:
+            raise GpuTransientError(f"response body is not complete JSON ({exc})", backend=self.backend,
+                                    endpoint=endpoint, call_id=call_id) from None
+
+    def _clean(self, text: str) -> str:
+        return scrub(text, self._secrets)
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _parse_json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Truncated(f"{len(response.content)} bytes, {exc.msg if hasattr(exc, 'msg') else exc}") from None
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _reason(response: httpx.Response) -> str:
+    body = _json_or_none(response)
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message") or json.dumps(value)[:300]
+            if value:
+                text = value if isinstance(value, str) else json.dumps(value)[:300]
+                if key == "error" and isinstance(body.get("detail"), str):
+                    text += f": {body['detail']}"
+                return text
+    return response.text[:300] or response.reason_phrase
+
+
+def _honour_retry_after(state: RetryCallState) -> None:
+    """Sleep a little extra when a 429/503 asked for it (bounded; tenacity's own wait still applies)."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, GpuBackendError) and isinstance(exc.detail, dict):
+        wait = exc.detail.get("retry_after_s")
+        if isinstance(wait, (int, float)) and 0 < wait <= 10:
+            time.sleep(wait)

@@ -1,0 +1,134 @@
+"""Starting the simulated GPU service: on demand as a subprocess shared by later processes, or in-process
+(a uvicorn thread) for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from lora_pipelines.gpu.sim_faults import FaultConfig
+from lora_pipelines.gpu.sim_server import SimConfig, create_app
+
+STATE_FILE = "sim_gpu.json"
+START_TIMEOUT_S = 60.0
+
+
+class SimGpuStartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def is_healthy(base_url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        response = httpx.get(f"{base_url.rstrip('/')}/health", timeout=timeout_s)
+        return response.status_code == 200 and response.json().get("backend") == "simulated"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _wait_healthy(base_url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if is_healthy(base_url, timeout_s=1.0):
+            return
+        if process is not None and process.poll() is not None:
+            raise SimGpuStartError(f"simulated GPU service exited with code {process.returncode} before answering /health")
+        time.sleep(0.1)
+    raise SimGpuStartError(f"simulated GPU service at {base_url} did not answer /health within {timeout_s:.0f}s")
+
+
+def sim_home(home: Path) -> Path:
+    """Where the service keeps its state under LORA_PIPELINES_HOME."""
+    return Path(home).expanduser().resolve() / "sim_gpu"
+
+
+def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), timeout_s: float = START_TIMEOUT_S) -> str:
+    """Base URL of the simulated service for `home`: the one recorded in {home}/sim_gpu/sim_gpu.json if it still
+    answers, else a new `python -m lora_pipelines.gpu.sim_server` subprocess on a free port (recorded for reuse).
+
+    `home` is LORA_PIPELINES_HOME; file:// URLs under it (and under `allowed_roots`) may be read by the service.
+    """
+    root = sim_home(home)
+    root.mkdir(parents=True, exist_ok=True)
+    state = root / STATE_FILE
+    lock_path = root / "sim_gpu.lock"
+    import fcntl
+
+    with lock_path.open("w") as lock:  # two processes starting at once start one service
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if state.exists():
+            try:
+                recorded = json.loads(state.read_text())
+                if is_healthy(recorded["url"]):
+                    return recorded["url"]
+            except (ValueError, KeyError):
+                pass
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        roots = [str(Path(home).expanduser().resolve()), *map(str, allowed_roots)]
+        cmd = [sys.executable, "-m", "lora_pipelines.gpu.sim_server", "--port", str(port), "--home", str(root)]
+        for r in roots:
+            cmd += ["--allow-root", r]
+        log = (root / "sim_gpu.log").open("ab")
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, env=os.environ.copy())
+        _wait_healthy(url, timeout_s, process)
+        state.write_text(json.dumps({"url": url, "pid": process.pid, "home": str(root)}))
+        return url
+
+
+class SimGpuServer:
+    """The service in a uvicorn thread of this process: `with SimGpuServer(home) as sim: sim.url`."""
+
+    def __init__(self, home: Path, *, port: int | None = None, allowed_roots: Sequence[Path] = (),
+                 modal_key: str | None = None, modal_secret: str | None = None, training_seconds: float = 1.0,
+                 faults: FaultConfig | None = None) -> None:
+        self.config = SimConfig(home=Path(home), allowed_roots=list(allowed_roots), modal_key=modal_key,
+                                modal_secret=modal_secret, training_seconds=training_seconds, faults=faults or FaultConfig())
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.config.home
+
+    def start(self) -> SimGpuServer:
+        import uvicorn
+
+        app = create_app(self.config)
+        self.app = app
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=1, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name="sim-gpu-uvicorn")
+        self._thread.start()
+        _wait_healthy(self.url, 30.0)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> SimGpuServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,41 @@
+"""Training on the simulated GPU service, over HTTP routes shaped like Modal FunctionCalls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lora_pipelines.gpu.downloads import download_verified
+from lora_pipelines.gpu.errors import GpuPermanentError
+from lora_pipelines.gpu.http import RetryingHttp
+from lora_pipelines.gpu.schemas import SpawnResponse, TrainingPoll, TrainingResult, TrainingSpec
+
+
+class SimulatedTrainingBackend:
+    name = "simulated"
+
+    def __init__(self, base_url: str, *, app: str = "lora-training", function: str = "train_lora",
+                 timeout_s: float = 30.0, attempts: int = 4) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.app, self.function = app, function
+        self.http = RetryingHttp(self.name, self.base_url, timeout_s=timeout_s, attempts=attempts)
+
+    def submit_training(self, spec: TrainingSpec) -> str:
+        body = self.http.json("POST", f"/functions/{self.app}/{self.function}/spawn", endpoint="spawn",
+                              json=spec.model_dump(mode="json"))
+        return SpawnResponse.model_validate(body).call_id
+
+    def poll(self, call_id: str) -> TrainingPoll:
+        body = self.http.json("GET", f"/function-calls/{call_id}", endpoint="poll", call_id=call_id, ok_statuses=(404,))
+        if isinstance(body, dict) and "state" not in body:  # 404: the service no longer knows the call
+            return TrainingPoll(call_id=call_id, state="lost", error=f"call not found: {body.get('error', 'unknown')}")
+        return TrainingPoll.model_validate(body)
+
+    def cancel(self, call_id: str) -> None:
+        self.http.request("POST", f"/function-calls/{call_id}/cancel", endpoint="cancel", call_id=call_id,
+                          ok_statuses=(404,))
+
+    def fetch_artifact(self, result: TrainingResult, dest_path: Path) -> Path:
+        if not result.download_url:
+            raise GpuPermanentError("result has no download_url; fetch result.object_key from the object store",
+                                    backend=self.name, endpoint="files")
+        return download_verified(self.http, result.download_url, dest_path, result.sha256, endpoint="files")
