@@ -1,0 +1,56 @@
+"""`lora-pipelines report [--since DATE]`: build today's LoRA quality report and say where it is."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import click
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """YYYY-MM-DD (midnight UTC) or an ISO datetime (UTC when it names no timezone); not in the future."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        parsed = (
+            datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=timezone.utc)
+            if len(text) == 10
+            else datetime.fromisoformat(text)
+        )
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date; use YYYY-MM-DD or an ISO datetime such as 2025-05-01T12:00:00+00:00",
+            param_hint="--since",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    if parsed > datetime.now(timezone.utc):
+        raise click.BadParameter(f"{value!r} is in the future: the report would be empty", param_hint="--since")
+    return parsed
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+@click.command()
+@click.option("--since", "since_text", metavar="DATE", default=None,
+              help="Only jobs and trainings finished on or after this UTC date (YYYY-MM-DD) or ISO datetime.")
+def report(since_text: str | None) -> None:
+    """Build today's LoRA quality report (markdown, HTML, plots, CSV) in the object store."""
+    since = parse_since(since_text)
+    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.services.report import build_report
+
+    ctx = PipelineContext.from_settings()
+    ctx.db.upgrade()
+    built = build_report(ctx, day=date.today(), since=since)
+    click.echo(f"report: {built.report_uri}")
+    click.echo(f"markdown: {ctx.store.uri(built.prefix + '/report.md')}")
+    click.echo(f"window: {'since ' + built.since.isoformat() if built.since else 'all history'}; "
+               f"{int(built.summary.attrs.get('jobs', 0))} finished jobs")  # fmt: skip
+    for name, value in built.headline.items():
+        click.echo(f"  {name:<30} {_pct(value)}")
+    for row in built.tables["checks"].to_dict("records"):
+        click.echo(f"  check {row['check']:<24} {'passed' if row['passed'] else 'FAILED'} ({row['severity']}, {row['source']})")
