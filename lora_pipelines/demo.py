@@ -51,7 +51,7 @@ def _run_requests(instance, defs, sensor_name: str, say) -> list:
     sensor = defs.resolve_sensor_def(sensor_name)
     state_key = f"lora_pipelines.demo.cursor.{sensor_name}"
     cursor = instance.run_storage.get_cursor_values({state_key}).get(state_key)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
         result = sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -66,8 +66,9 @@ def _run_requests(instance, defs, sensor_name: str, say) -> list:
 def _execute(instance, defs, job_name: str, request, say) -> bool:
     job = defs.resolve_job_def(job_name)
     tags = {**(request.tags or {}), "dagster/run_key": request.run_key, "lora_pipelines/launched_by": "demo"}
+    run_config = {**(request.run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     result = job.execute_in_process(
-        instance=instance, partition_key=request.partition_key, run_config=request.run_config or {}, tags=tags,
+        instance=instance, partition_key=request.partition_key, run_config=run_config, tags=tags,
         raise_on_error=False,
     )
     label = f"{job_name}" + (f" [{request.partition_key}]" if request.partition_key else "")

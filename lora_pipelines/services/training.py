@@ -88,7 +88,7 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
         usable=len(dataset.items),
         min_photos=ctx.settings.min_photos,
         dropped=[{"name": d.name, "reason": d.reason, "detail": d.detail} for d in dataset.dropped],
-        outliers=[{"name": o.name, "distance": round(float(o.distance), 4)} for o in dataset.outliers],
+        outliers=[{"name": name, "distance": round(float(d), 4)} for name, d in dataset.identity.outliers],
         duplicates=[d.name for d in dataset.dropped if d.reason.startswith("near_duplicate")],
     )
 
