@@ -65,6 +65,59 @@ def _analyze_chunk(chunk: list[tuple[int, Source]], detect_max_side: int | None,
     return [_analyze_one(_worker_analyzer, i, src, detect_max_side, upsample) for i, src in chunk]
 
 
+class FacePool:
+    """Face analysis for many photos: `workers` processes (started on first use, reused until close), or this process
+    when workers=1. Workers start with forkserver, which is safe inside threaded hosts such as Dagster."""
+
+    def __init__(self, workers: int | None = None, *, analyzer: FaceAnalyzer | None = None) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._analyzer = analyzer
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> FacePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+    def analyze_many(
+        self, sources: Sequence[Source], *, detect_max_side: int | None = 800, upsample: int = 1, chunk_size: int = 4
+    ) -> list[BatchResult]:
+        """Faces in every photo (paths or bytes), in input order; a bad photo yields an error result, not an exception."""
+        items = list(enumerate(sources))
+        if self.workers == 1 or (self._executor is None and len(items) <= 1):
+            self._analyzer = self._analyzer or FaceAnalyzer()
+            return [_analyze_one(self._analyzer, i, src, detect_max_side, upsample) for i, src in items]
+
+        # Small chunks keep every core busy to the end; each chunk costs one round trip of pickled faces.
+        chunk_size = max(1, min(chunk_size, -(-len(items) // self.workers)))
+        chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+        if self._executor is None:
+            context = multiprocessing.get_context("forkserver")
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
+        futures = [self._executor.submit(_analyze_chunk, chunk, detect_max_side, upsample) for chunk in chunks]
+        results: list[BatchResult] = []
+        broken = False
+        for chunk, future in zip(chunks, futures):
+            try:
+                results.extend(future.result())
+            except Exception as exc:  # noqa: BLE001 - a crashed worker fails its chunk, not the batch
+                broken = True
+                message = f"face analysis worker failed ({exc.__class__.__name__}: {exc})"
+                results.extend(
+                    BatchResult(i, _name_of(src, i), error=f"{_name_of(src, i)}: {message}", error_reason="worker_failed")
+                    for i, src in chunk
+                )
+        if broken:
+            self.close()  # a broken pool refuses all further work; the next call starts a fresh one
+        return results
+
+
 def analyze_many(
     sources: Sequence[Source],
     *,
@@ -74,31 +127,6 @@ def analyze_many(
     chunk_size: int = 4,
     analyzer: FaceAnalyzer | None = None,
 ) -> list[BatchResult]:
-    """Faces in every photo (paths or bytes), in input order; a bad photo yields an error result, not an exception.
-
-    workers=1 (or a single input) runs in this process with `analyzer`; otherwise a pool of
-    `workers` processes (default: all cores) started with forkserver, safe inside threaded hosts.
-    """
-    items = list(enumerate(sources))
-    workers = max(1, workers or os.cpu_count() or 1)
-    if workers == 1 or len(items) <= 1:
-        analyzer = analyzer or FaceAnalyzer()
-        return [_analyze_one(analyzer, i, src, detect_max_side, upsample) for i, src in items]
-
-    # Small chunks keep both cores busy to the end; each chunk costs one round trip of pickled faces.
-    chunk_size = max(1, min(chunk_size, -(-len(items) // workers)))
-    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(_analyze_chunk, chunk, detect_max_side, upsample) for chunk in chunks]
-        results = []
-        for chunk, future in zip(chunks, futures):
-            try:
-                results.extend(future.result())
-            except Exception as exc:  # noqa: BLE001 - a crashed worker fails its chunk, not the batch
-                message = f"face analysis worker failed ({exc.__class__.__name__}: {exc})"
-                results.extend(
-                    BatchResult(i, _name_of(src, i), error=f"{_name_of(src, i)}: {message}", error_reason="worker_failed")
-                    for i, src in chunk
-                )
-    return results
+    """One batch through a temporary FacePool (workers default: all cores; 1 = this process, with `analyzer`)."""
+    with FacePool(workers, analyzer=analyzer) as pool:
+        return pool.analyze_many(sources, detect_max_side=detect_max_side, upsample=upsample, chunk_size=chunk_size)
