@@ -52,6 +52,7 @@ class SimConfig:
     modal_key: str | None = None
     modal_secret: str | None = None
     training_seconds: float = 1.5
+    step_ms: float = 10.0  # simulated sampling time per step, for generation and ComfyUI prompts
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
@@ -109,7 +110,7 @@ def create_app(config: SimConfig) -> FastAPI:
     injector = FaultInjector(config.faults)
     calls = TrainingCalls(home, config.allowed_roots, duration_s=config.training_seconds, count=injector.count)
     studio = Studio(home, config.allowed_roots, count=injector.count)
-    comfy = _ComfyQueue(studio, home)
+    comfy = _ComfyQueue(studio, home, step_ms=config.step_ms)
 
     app = FastAPI(title="lora_pipelines simulated GPU service", version="1")
     app.state.sim = {"config": config, "faults": injector, "calls": calls, "studio": studio, "comfy": comfy}
@@ -124,8 +125,11 @@ def create_app(config: SimConfig) -> FastAPI:
             plan = injector.plan(endpoint)
             if plan.delay_s:
                 await asyncio.sleep(plan.delay_s)
-            if plan.hang:
-                await asyncio.sleep(HANG_SECONDS)
+            if plan.hang:  # answer nobody: wait until the client gives up (or the service stops)
+                deadline = time.monotonic() + HANG_SECONDS
+                while time.monotonic() < deadline and not await request.is_disconnected():
+                    await asyncio.sleep(0.05)
+                raise _Abort(Response(status_code=504))
             if plan.error_status:
                 body = ErrorResponse(error=f"simulated {plan.error_status}", detail=f"fault injected on {endpoint}")
                 headers = {"Retry-After": "0"} if plan.error_status in (429, 503) else None
@@ -179,6 +183,7 @@ def create_app(config: SimConfig) -> FastAPI:
     # ---------------- Modal generation endpoints ----------------
     def generate(route: str, req: GenerateRequest) -> Any:
         started = time.perf_counter()
+        time.sleep(min(req.steps * config.step_ms / 1000, 30.0))
         expected = LORA_ROUTES.get(route)
         if expected and req.lora is None:
             return _error(422, "this endpoint applies a LoRA: request.lora is missing", f"/{route}")
@@ -335,8 +340,8 @@ def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, by
 class _ComfyQueue:
     """ComfyUI's single execution worker: prompts run one at a time, results land in history."""
 
-    def __init__(self, studio: Studio, home: Path) -> None:
-        self.studio, self.home = studio, home
+    def __init__(self, studio: Studio, home: Path, step_ms: float = 10.0) -> None:
+        self.studio, self.home, self.step_ms = studio, home, step_ms
         self.history: dict[str, dict[str, Any]] = {}
         self._queue: queue.Queue[tuple[int, str, dict, list[str]]] = queue.Queue()
         self._number = 0
@@ -392,6 +397,9 @@ class _ComfyQueue:
             entry = self.history[prompt_id]
             started = int(time.time() * 1000)
             messages: list[list[Any]] = [["execution_start", {"prompt_id": prompt_id, "timestamp": started}]]
+            steps = sum(int(n.get("inputs", {}).get("steps", 0)) for n in prompt.values()
+                        if isinstance(n.get("inputs", {}).get("steps"), int))
+            time.sleep(min(steps * self.step_ms / 1000, 30.0))
             try:
                 run = execute(prompt, outputs, studio=self.studio, loras_dir=self.home / "models" / "loras",
                               input_dir=self.home / "input", prompt_id=prompt_id)

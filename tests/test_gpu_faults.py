@@ -1,0 +1,200 @@
+"""Retries, timeouts and refusals of the GPU clients against faults injected by the simulated service.
+Request counts come from the service's own /_sim/stats, so "retried" and "not retried" are measured."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import pytest
+
+from lora_pipelines.gpu.comfyui import ComfyUIClient
+from lora_pipelines.gpu.endpoints import ModalEndpointsClient, endpoint_url
+from lora_pipelines.gpu.errors import GpuBackendError, GpuPermanentError, GpuTimeoutError, GpuTransientError
+from lora_pipelines.gpu.schemas import GenerateRequest, LoraRef
+from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
+from lora_pipelines.settings import Settings
+from test_gpu_support import MODAL_KEY, MODAL_SECRET, shared_sim
+
+SMALL = GenerateRequest(model="z-image-turbo", prompt="a lighthouse", width=64, height=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def sim(faces_dir):
+    return shared_sim(faces_dir)
+
+
+@pytest.fixture()
+def faults(sim):
+    """Set faults for one test; stats are reset first so counts are this test's alone."""
+
+    def apply(endpoints: dict, seed: int = 1) -> None:
+        httpx.post(f"{sim.url}/_sim/faults", json={"seed": seed, "endpoints": endpoints}).raise_for_status()
+        httpx.post(f"{sim.url}/_sim/reset_stats").raise_for_status()
+
+    apply({})
+    yield apply
+    apply({})
+
+
+def requests_to(sim, endpoint: str) -> int:
+    return httpx.get(f"{sim.url}/_sim/stats").json()["requests"].get(endpoint, 0)
+
+
+def client(sim, **kw) -> ModalEndpointsClient:
+    kw.setdefault("timeout_s", 10)
+    return ModalEndpointsClient(sim.url, key=MODAL_KEY, secret=MODAL_SECRET, name="simulated", **kw)
+
+
+@pytest.mark.parametrize("status", [503, 500, 429])
+def test_transient_errors_are_retried_until_success(sim, faults, status):
+    faults({"standard": {"error_rate": 1.0, "error_statuses": [status], "max_faults": 2}})
+    response = client(sim).generate("standard", SMALL)
+    assert response.backend == "simulated"
+    assert requests_to(sim, "standard") == 3
+
+
+def test_random_error_rate_is_absorbed_by_retries(sim, faults):
+    faults({"poll": {"error_rate": 0.4}}, seed=1)  # seeded: at most 2 failures in a row
+    backend = SimulatedTrainingBackend(sim.url, attempts=4)
+    backend.http.backoff_initial_s = 0.01
+    states = [backend.poll("fc-unknown").state for _ in range(8)]
+    assert states == ["lost"] * 8
+    stats = httpx.get(f"{sim.url}/_sim/stats").json()
+    assert stats["requests"]["poll"] > 8  # some were answered 5xx/429 and retried
+    assert set(stats["statuses"]["poll"]) - {"404"}
+
+
+def test_persistent_5xx_gives_up_as_transient_after_the_attempts(sim, faults):
+    faults({"standard": {"error_rate": 1.0, "error_statuses": [503]}})
+    with pytest.raises(GpuTransientError) as caught:
+        client(sim, attempts=3).generate("standard", SMALL)
+    assert requests_to(sim, "standard") == 3
+    assert caught.value.status_code == 503 and caught.value.backend == "simulated" and caught.value.endpoint == "/standard"
+
+
+def test_refusal_is_not_retried(sim, faults):
+    faults({})
+    request = SMALL.model_copy(update={"lora": LoraRef(lora_model_id="9", url="file:///nowhere.safetensors",
+                                                       sha256="0" * 64, base_model="flux", trigger_word="x")})
+    with pytest.raises(GpuPermanentError) as caught:
+        client(sim).generate("standard", request)
+    assert caught.value.status_code == 422
+    assert requests_to(sim, "standard") == 1
+
+
+def test_hang_times_out_within_the_configured_timeout(sim, faults):
+    faults({"standard": {"hang": True}})
+    started = time.monotonic()
+    with pytest.raises(GpuTimeoutError) as caught:
+        client(sim, timeout_s=1.0).generate("standard", SMALL)
+    assert time.monotonic() - started < 3.0
+    assert "1s" in str(caught.value) and "/standard" in str(caught.value)
+
+
+def test_latency_and_cold_start_are_applied(sim, faults):
+    faults({"standard": {"latency_ms": 100, "cold_start_ms": 400}})
+    c = client(sim)
+    started = time.monotonic()
+    c.generate("standard", SMALL)
+    first = time.monotonic() - started
+    started = time.monotonic()
+    c.generate("standard", SMALL)
+    second = time.monotonic() - started
+    assert first >= 0.5 and 0.1 <= second < first
+
+
+def test_truncated_body_is_detected_and_retried(sim, faults):
+    faults({"standard": {"truncated_response": True, "max_faults": 1}})
+    response = client(sim).generate("standard", SMALL)
+    assert base64.b64decode(response.image_b64).startswith(b"\x89PNG")
+    assert requests_to(sim, "standard") == 2
+
+
+def test_truncated_download_never_passes_as_a_file(sim, faults, faces_dir, tmp_path):
+    from test_gpu_support import trained_lora
+
+    trained = trained_lora(faces_dir, "flux")
+    faults({"files": {"truncated_response": True}})
+    backend = SimulatedTrainingBackend(sim.url, attempts=2)
+    with pytest.raises(GpuTransientError, match="RemoteProtocolError|sha256"):
+        backend.fetch_artifact(trained.result, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_missing_modal_credentials_are_refused_without_retry(sim, faults):
+    faults({})
+    with pytest.raises(GpuPermanentError) as caught:
+        ModalEndpointsClient(sim.url, name="simulated", timeout_s=5).generate("standard", SMALL)
+    assert caught.value.status_code == 401
+    assert requests_to(sim, "standard") == 1
+
+
+def test_secrets_never_appear_in_errors(sim, faults):
+    """Every error kind raised with real credentials configured: no message, repr or detail shows them."""
+    wrong_secret = "ws-wrong-secret-77aa91"
+    errors: list[BaseException] = []
+    faults({"standard": {"error_rate": 1.0, "error_statuses": [503]}})
+    for c in (client(sim, attempts=2), ModalEndpointsClient(sim.url, key=MODAL_KEY, secret=wrong_secret, timeout_s=5)):
+        with pytest.raises(GpuBackendError) as caught:
+            c.generate("standard", SMALL)
+        errors.append(caught.value)
+    faults({"standard": {"hang": True}})
+    with pytest.raises(GpuBackendError) as caught:
+        client(sim, timeout_s=0.5).generate("standard", SMALL)
+    errors.append(caught.value)
+    with pytest.raises(GpuBackendError) as caught:
+        ModalEndpointsClient("http://127.0.0.1:9/{route}", key=MODAL_KEY, secret=MODAL_SECRET, attempts=1).generate(
+            "standard", SMALL)
+    errors.append(caught.value)
+    settings = Settings(modal_key=MODAL_KEY, modal_secret=MODAL_SECRET)
+    texts = [str(e) + repr(e) + repr(getattr(e, "detail", "")) for e in errors] + [repr(settings), str(settings)]
+    for text in texts:
+        for secret in (MODAL_KEY, MODAL_SECRET, wrong_secret):
+            assert secret not in text
+
+
+def test_comfyui_400_is_permanent_and_carries_node_errors(sim, faults):
+    from lora_pipelines.workflows.builders import build_workflow
+    from lora_pipelines.workflows.lora import insert_lora
+
+    faults({})
+    workflow = insert_lora(build_workflow("z-image-danrisi", "a cat", seed=1, steps=4, width=256, height=256),
+                           "no_such_lora.safetensors", strength_clip=0)
+    with pytest.raises(GpuPermanentError) as caught:
+        ComfyUIClient(sim.url).queue_prompt(workflow)
+    errors = [e for entry in caught.value.node_errors.values() for e in entry["errors"]]
+    assert [e["type"] for e in errors] == ["value_not_in_list"]
+    assert errors[0]["extra_info"]["received_value"] == "no_such_lora.safetensors"
+    assert "lora_name" in str(caught.value)
+    assert requests_to(sim, "prompt") == 1
+
+
+def test_comfyui_unknown_node_type_is_refused_before_queueing(sim, faults):
+    from lora_pipelines.gpu.comfyui import UnknownNodeTypeError
+    from lora_pipelines.workflows.builders import build_workflow
+
+    faults({})
+    workflow = build_workflow("z-image-danrisi", "a cat", seed=1, steps=4, width=256, height=256)
+    workflow["99"] = {"class_type": "FaceDetailerPlus", "inputs": {}}
+    with pytest.raises(UnknownNodeTypeError, match="FaceDetailerPlus"):
+        ComfyUIClient(sim.url).queue_prompt(workflow)
+    assert requests_to(sim, "prompt") == 0
+
+
+def test_comfyui_wait_is_bounded(sim, faults):
+    from lora_pipelines.workflows.builders import build_workflow
+
+    faults({})
+    c = ComfyUIClient(sim.url)  # 100 steps take the simulated pod about a second
+    prompt_id = c.queue_prompt(build_workflow("z-image-danrisi", "a cat", seed=1, steps=100, width=64, height=64))
+    started = time.monotonic()
+    with pytest.raises(GpuTimeoutError) as caught:
+        c.wait(prompt_id, timeout_s=0.2, poll_interval=0.05)
+    assert time.monotonic() - started < 2.0 and caught.value.call_id == prompt_id
+
+
+def test_endpoint_url_placeholder():
+    assert endpoint_url("https://ws--{route}.modal.run", "flux-lora") == "https://ws--flux-lora.modal.run"
+    assert endpoint_url("http://127.0.0.1:8189/", "face-swap") == "http://127.0.0.1:8189/face-swap"
