@@ -171,7 +171,8 @@ def full_report(seeded):
 def since_report(seeded, tmp_path_factory):
     # its own store, so it does not overwrite the full report's files for the same day
     store = open_store(str(tmp_path_factory.mktemp("since_objects")))
-    return build_report(PipelineContext(settings=seeded.ctx.settings, db=seeded.db, store=store), day=TODAY, since=DAYS[1])
+    ctx = PipelineContext(settings=seeded.ctx.settings, db=seeded.db, store=store)
+    return build_report(ctx, day=TODAY, since=DAYS[1])
 
 
 # --- numbers ---------------------------------------------------------------------------------------------

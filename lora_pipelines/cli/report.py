@@ -53,4 +53,5 @@ def report(since_text: str | None) -> None:
     for name, value in built.headline.items():
         click.echo(f"  {name:<30} {_pct(value)}")
     for row in built.tables["checks"].to_dict("records"):
-        click.echo(f"  check {row['check']:<24} {'passed' if row['passed'] else 'FAILED'} ({row['severity']}, {row['source']})")
+        outcome = "passed" if row["passed"] else "FAILED"
+        click.echo(f"  check {row['check']:<24} {outcome} ({row['severity']}, {row['source']})")

@@ -445,9 +445,9 @@ def plot_face_match_by_character(by_character: pd.DataFrame) -> bytes:
     else:
         x = list(range(len(scored)))
         width = 0.4
-        ax.bar([i - width / 2 for i in x], scored["face_match_rate_with_lora"].fillna(0) * 100, width, label="with LoRA")
-        ax.bar([i + width / 2 for i in x], scored["face_match_rate_without_lora"].fillna(0) * 100, width,
-               label="without LoRA")  # fmt: skip
+        for offset, column, label in ((-width / 2, "face_match_rate_with_lora", "with LoRA"),
+                                      (width / 2, "face_match_rate_without_lora", "without LoRA")):
+            ax.bar([i + offset for i in x], scored[column].fillna(0) * 100, width, label=label)
         ax.axhline(95, color="red", linewidth=1, linestyle="--", label="target 95%")
         names = [f"{n[:14]} ({c})" for c, n in zip(scored["character_id"], scored["character"])]
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
@@ -551,7 +551,8 @@ def render_html(title: str, window: str, source: str, tables: dict[str, pd.DataF
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
              "img{max-width:100%;margin:.5em 0}")  # fmt: skip
     images = "".join(
-        f'<figure><img alt="{html.escape(n)}" src="{png_data_uri(png)}"><figcaption>{html.escape(n)}.png</figcaption></figure>'
+        f'<figure><img alt="{html.escape(n)}" src="{png_data_uri(png)}">'
+        f"<figcaption>{html.escape(n)}.png</figcaption></figure>"
         for n, png in plots.items()
     )
     sections = "".join(
