@@ -92,7 +92,8 @@ def run_demo(home: Path) -> dict:
     ctx.db.upgrade()
     say(f"home {home}; app database and object store under it; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
     say("fetching demo photos (face_recognition 1.3.0 sdist test images, real photos)")
-    folders = fetch_demo_photos(home / "demo_photos")
+    # LORA_PIPELINES_DEMO_PHOTOS_DIR: a folder with barack_obama/ and joe_biden/ (tests use ../shared/faces)
+    folders = fetch_demo_photos(Path(os.environ.get("LORA_PIPELINES_DEMO_PHOTOS_DIR") or home / "demo_photos"))
 
     repo = CharactersRepository(ctx.db)
     existing = {c.name: c for c in repo.list(limit=1000)}

@@ -23,9 +23,9 @@ class DemoPhotosUnavailable(RuntimeError):
 
 
 def fetch_demo_photos(cache_dir: Path) -> dict[str, Path]:
-    """name -> folder of that person's photos (downloaded once)."""
+    """name -> folder of that person's photos (downloaded once; folders already there are used as they are)."""
     folders = {name: cache_dir / name.lower().replace(" ", "_") for name in PHOTOS}
-    if all((folders[name] / files[0]).exists() for name, files in PHOTOS.items()):
+    if all(folder.is_dir() and any(folder.iterdir()) for folder in folders.values()):
         return folders
     download = cache_dir / "sdist"
     download.mkdir(parents=True, exist_ok=True)
