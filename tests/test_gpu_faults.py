@@ -118,6 +118,7 @@ def test_truncated_download_never_passes_as_a_file(sim, faults, faces_dir, tmp_p
     trained = trained_lora(faces_dir, "flux")
     faults({"files": {"truncated_response": True}})
     backend = SimulatedTrainingBackend(sim.url, attempts=2)
+    backend.http.backoff_initial_s = 0.01
     with pytest.raises(GpuTransientError, match="RemoteProtocolError|sha256"):
         backend.fetch_artifact(trained.result, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
