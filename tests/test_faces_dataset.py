@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import person_photos
 from lora_pipelines.faces.dataset import build_training_dataset
-from lora_pipelines.faces.embeddings import DetectedFace, FaceAnalyzer
+from lora_pipelines.faces.embeddings import DetectedFace, default_analyzer
 from lora_pipelines.faces.images import decode_image
 
 
@@ -22,7 +22,7 @@ class CachingAnalyzer:
     """The real analyzer, memoised on pixels: the tests build many datasets from the same photos."""
 
     def __init__(self) -> None:
-        self.inner = FaceAnalyzer()
+        self.inner = default_analyzer()
         self.cache: dict[tuple, list[DetectedFace]] = {}
 
     def analyze(self, img: Image.Image) -> list[DetectedFace]:

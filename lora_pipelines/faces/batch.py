@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_pipelines.faces.embeddings import DetectedFace, FaceAnalyzer
+from lora_pipelines.faces.embeddings import DetectedFace, FaceAnalyzer, default_analyzer
 from lora_pipelines.faces.images import ImageDecodeError, decode_image
 
 Source = str | os.PathLike | bytes
@@ -36,7 +36,7 @@ _worker_analyzer: FaceAnalyzer | None = None
 
 def _init_worker() -> None:
     global _worker_analyzer
-    _worker_analyzer = FaceAnalyzer()
+    _worker_analyzer = default_analyzer()
     _worker_analyzer.warm_up()
 
 
@@ -91,7 +91,7 @@ class FacePool:
         """Faces in every photo (paths or bytes), in input order; a bad photo yields an error result, not an exception."""
         items = list(enumerate(sources))
         if self.workers == 1 or (self._executor is None and len(items) <= 1):
-            self._analyzer = self._analyzer or FaceAnalyzer()
+            self._analyzer = self._analyzer or default_analyzer()
             return [_analyze_one(self._analyzer, i, src, detect_max_side, upsample) for i, src in items]
 
         # Small chunks keep every core busy to the end; each chunk costs one round trip of pickled faces.

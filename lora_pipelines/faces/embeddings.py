@@ -65,6 +65,13 @@ class FaceAnalyzer:
                 )
             return self._models
 
+    def __getstate__(self) -> dict:
+        # Sent to another process without its models; they load there on first use.
+        return {"num_jitters": self.num_jitters}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
     def warm_up(self) -> None:
         self._load()
 
@@ -109,6 +116,19 @@ class FaceAnalyzer:
             )
         faces.sort(key=lambda face: (-face.width * face.height, face.box))
         return faces
+
+
+_default_analyzer: FaceAnalyzer | None = None
+_default_lock = threading.Lock()
+
+
+def default_analyzer() -> FaceAnalyzer:
+    """One FaceAnalyzer per process, so the 100 MB of models load once however many callers there are."""
+    global _default_analyzer
+    with _default_lock:
+        if _default_analyzer is None:
+            _default_analyzer = FaceAnalyzer()
+        return _default_analyzer
 
 
 def aligned_crop(img: Image.Image, face: DetectedFace, size: int = 512, padding: float = CROP_PADDING) -> Image.Image:
