@@ -77,7 +77,7 @@ def trained_lora(
     descriptor = svc.DatasetDescriptor(**training_dataset)
     problems = svc.dataset_is_trainable(descriptor)
     if problems:
-        raise dg.Failure(description="dataset not trainable: " + "; ".join(problems))
+        raise dg.Failure(description="dataset not trainable: " + "; ".join(problems), allow_retries=False)
     row = svc.start_training(ctx, descriptor)
     context.log.info(f"lora_models {row.id}: {row.status}, GPU call {row.gpu_call_id} on {row.backend}")
     if row.status == "ready":
@@ -94,8 +94,9 @@ def trained_lora(
                                    on_progress=report)
     if result is None:
         failed = svc.LoraModelsRepository(ctx.db).get(row.id)
+        # the row is final: retrying would only re-read the same failure
         raise dg.Failure(description=f"lora_models {row.id} failed: {failed.error}",
-                         metadata={"lora_model_id": row.id, "error": failed.error or ""})
+                         metadata={"lora_model_id": row.id, "error": failed.error or ""}, allow_retries=False)
     return dg.Output(
         {"lora_model_id": row.id, "result": result.model_dump(), "already_ready": False},
         metadata={"lora_model_id": row.id, "gpu_call_id": row.gpu_call_id or "", "sha256": result.sha256,
