@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import time
 
 import httpx
 import pytest
@@ -59,16 +61,35 @@ def test_openapi_of_the_modal_routes_is_the_shared_pydantic_schema(faces_dir):
         assert _resolve(answer, served, True) == _pydantic(response_model, "serialization", True), path
 
 
-def test_on_demand_service_is_started_once_and_reused(tmp_path):
-    url = ensure_sim_gpu_running(tmp_path)
+def _alive(pid: int) -> bool:
     try:
-        assert ensure_sim_gpu_running(tmp_path) == url
-        state = json.loads((sim_home(tmp_path) / STATE_FILE).read_text())
-        assert state["url"] == url
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child: reap it once it exited
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_on_demand_service_is_started_once_reused_and_stops_itself(tmp_path):
+    home = tmp_path / "home"
+    url = ensure_sim_gpu_running(home, idle_exit_s=3)
+    pid = json.loads((sim_home(home) / STATE_FILE).read_text())["pid"]
+    try:
+        assert ensure_sim_gpu_running(home) == url
         health = httpx.get(f"{url}/health").json()
-        assert health["backend"] == "simulated" and health["pid"] == state["pid"]
+        assert health["backend"] == "simulated" and health["pid"] == pid
+        shutil.rmtree(home)  # an on-demand service outliving its home stops by itself
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid)
     finally:
-        os.kill(json.loads((sim_home(tmp_path) / STATE_FILE).read_text())["pid"], signal.SIGTERM)
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
 
 
 def test_factory_wires_all_three_to_the_simulated_service(faces_dir, tmp_path):

@@ -61,6 +61,7 @@ class FaultInjector:
         self.requests: Counter[str] = Counter()
         self.statuses: dict[str, Counter[str]] = defaultdict(Counter)
         self.events: Counter[str] = Counter()
+        self.last_request = 0.0  # time.monotonic() of the latest request, for the idle watchdog
         self.configure(config or FaultConfig())
 
     def configure(self, config: FaultConfig) -> None:

@@ -20,6 +20,7 @@ from lora_pipelines.gpu.sim_server import SimConfig, create_app
 
 STATE_FILE = "sim_gpu.json"
 START_TIMEOUT_S = 60.0
+IDLE_EXIT_S = 1800.0
 
 
 class SimGpuStartError(RuntimeError):
@@ -56,11 +57,13 @@ def sim_home(home: Path) -> Path:
     return Path(home).expanduser().resolve() / "sim_gpu"
 
 
-def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), timeout_s: float = START_TIMEOUT_S) -> str:
+def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), timeout_s: float = START_TIMEOUT_S,
+                           idle_exit_s: float = IDLE_EXIT_S) -> str:
     """Base URL of the simulated service for `home`: the one recorded in {home}/sim_gpu/sim_gpu.json if it still
     answers, else a new `python -m lora_pipelines.gpu.sim_server` subprocess on a free port (recorded for reuse).
 
     `home` is LORA_PIPELINES_HOME; file:// URLs under it (and under `allowed_roots`) may be read by the service.
+    The subprocess exits by itself after `idle_exit_s` without requests, or once its home is deleted.
     """
     root = sim_home(home)
     root.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,8 @@ def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), ti
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         roots = [str(Path(home).expanduser().resolve()), *map(str, allowed_roots)]
-        cmd = [sys.executable, "-m", "lora_pipelines.gpu.sim_server", "--port", str(port), "--home", str(root)]
+        cmd = [sys.executable, "-m", "lora_pipelines.gpu.sim_server", "--port", str(port), "--home", str(root),
+               "--idle-exit-seconds", str(idle_exit_s)]
         for r in roots:
             cmd += ["--allow-root", r]
         log = (root / "sim_gpu.log").open("ab")

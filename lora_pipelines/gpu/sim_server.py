@@ -43,6 +43,7 @@ from lora_pipelines.gpu.sim_training import TrainingCalls
 FAULTS_ENV = "LORA_PIPELINES_SIM_FAULTS"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 HANG_SECONDS = 600.0
+_INJECTORS: list[FaultInjector] = []  # of the apps in this process; the idle watchdog reads the last one
 
 
 @dataclass
@@ -84,6 +85,7 @@ class _FaultMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
+        self.injector.last_request = time.monotonic()
 
         async def wrapped(message: dict) -> None:
             if message["type"] == "http.response.start" and state.get("sim_endpoint"):
@@ -108,6 +110,7 @@ def create_app(config: SimConfig) -> FastAPI:
     for folder in ("models/loras", "input", "output", "crowd"):
         (home / folder).mkdir(parents=True, exist_ok=True)
     injector = FaultInjector(config.faults)
+    _INJECTORS.append(injector)
     calls = TrainingCalls(home, config.allowed_roots, duration_s=config.training_seconds, count=injector.count)
     studio = Studio(home, config.allowed_roots, count=injector.count)
     comfy = _ComfyQueue(studio, home, step_ms=config.step_ms)
@@ -441,11 +444,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-root", action="append", default=[], type=Path, help="folder file:// URLs may read")
     parser.add_argument("--faults", default=os.environ.get(FAULTS_ENV), help="fault JSON, or a file holding it")
     parser.add_argument("--training-seconds", type=float, default=1.5)
+    parser.add_argument("--idle-exit-seconds", type=float, default=None,
+                        help="exit after this long without requests, or as soon as --home is deleted")
     args = parser.parse_args(argv)
+    if args.idle_exit_seconds:
+        _exit_when_idle(args.home.resolve(), args.idle_exit_seconds)
     serve(SimConfig(home=args.home, allowed_roots=args.allow_root, training_seconds=args.training_seconds,
                     faults=load_faults(args.faults), modal_key=os.environ.get("LORA_PIPELINES_SIM_MODAL_KEY"),
                     modal_secret=os.environ.get("LORA_PIPELINES_SIM_MODAL_SECRET")),
           host=args.host, port=args.port)
+
+
+def _exit_when_idle(home: Path, idle_s: float) -> None:
+    """For services started on demand: nobody stops them, so they stop themselves."""
+    started = time.monotonic()
+
+    def watch() -> None:
+        while True:
+            time.sleep(min(5.0, idle_s / 4))
+            last = max(started, _INJECTORS[-1].last_request if _INJECTORS else started)
+            if not home.exists() or time.monotonic() - last > idle_s:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="sim-idle-exit").start()
 
 
 def serve(config: SimConfig, *, host: str = "127.0.0.1", port: int = 8189) -> None:
