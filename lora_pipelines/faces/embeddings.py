@@ -82,15 +82,19 @@ class FaceAnalyzer:
         import dlib
 
         detector, predictor, encoder = self._load()
-        img = img.convert("RGB")
+        if img.mode != "RGB":
+            img = img.convert("RGB")
         small = downscale(img, detect_max_side)
-        work = downscale(img, max(DESCRIPTOR_MAX_SIDE, detect_max_side or 0))
         small_scale = img.width / small.width
-        work_scale = img.width / work.width
         small_arr = np.asarray(small)
-        work_arr = small_arr if work is small else np.asarray(work)
-
         rects, scores, _ = detector.run(small_arr, upsample, 0.0)
+        if not rects:
+            return []
+
+        # landmarks and descriptors on a sharper copy than the detection one (the full image when detect_max_side=None)
+        work = downscale(img, None if detect_max_side is None else max(DESCRIPTOR_MAX_SIDE, detect_max_side))
+        work_scale = img.width / work.width
+        work_arr = small_arr if work is small else np.asarray(work)
         faces = []
         for rect, score in zip(rects, scores):
             f = small_scale / work_scale
