@@ -133,4 +133,5 @@ class GenerationJobRow(_Timestamps, Base):
         sa.Index(None, "status", "id"),
         sa.Index(None, "character_id"),
         sa.Index(None, "created_at"),
+        sa.Index(None, "finished_at"),  # time-window metrics and report (migration 0002)
     )
