@@ -1,0 +1,131 @@
+"""The sensors, evaluated as the daemon would (build_sensor_context + cursor): what they request, and the run keys."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from lora_pipelines.domain.keys import photo_key
+from lora_pipelines.partitions import partition_key
+from lora_pipelines.services.planning import plan_pending_generations
+from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+from pipeline_helpers import open_world, person_photos, photo_name
+
+
+@pytest.fixture(scope="module")
+def sensor_world(tmp_path_factory):
+    with open_world(tmp_path_factory.mktemp("sensor_world")) as world:
+        yield world
+
+
+@pytest.fixture()
+def world(sensor_world):
+    with sensor_world.active():
+        yield sensor_world
+
+
+def _keys(result: dg.SensorResult) -> list[str]:
+    return sorted(r.run_key for r in result.run_requests or [])
+
+
+def _added_partitions(result: dg.SensorResult) -> list[str]:
+    return sorted(k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys)
+
+
+def _add_photos(world, character_id: int, photos) -> None:
+    keys = []
+    for path in photos:
+        data = path.read_bytes()
+        key = photo_key(str(character_id), photo_name(data, path.suffix))
+        world.ctx.store.put_bytes(key, data)
+        keys.append(key)
+    CharactersRepository(world.ctx.db).add_photo_keys(character_id, keys)
+
+
+def test_new_characters_requests_each_training_once_with_deterministic_keys(world, faces_dir):
+    ready = world.add_character("Angelina Jolie", person_photos(faces_dir, "angelina_jolie"))
+    disabled = world.add_character("Joe Biden", person_photos(faces_dir, "joe_biden"), lora_enabled=False)
+    too_few = world.add_character("Jack Dorsey", person_photos(faces_dir, "jack_dorsey")[:2])
+
+    first = world.evaluate_sensor("new_characters")
+    second = world.evaluate_sensor("new_characters", first.cursor)
+    replay = world.evaluate_sensor("new_characters")
+
+    assert _added_partitions(first) == sorted([str(ready.id), str(too_few.id)])
+    assert str(disabled.id) not in _added_partitions(first)
+    requests = {(r.partition_key.keys_by_dimension["character"], r.partition_key.keys_by_dimension["base_model"])
+                for r in first.run_requests}
+    assert requests == {(str(ready.id), "flux"), (str(ready.id), "z-image-turbo")}
+    assert all(r.run_key.startswith(f"train:{ready.id}:") for r in first.run_requests)
+    assert second.run_requests == [] and _added_partitions(second) == []
+    assert second.cursor == first.cursor
+    assert _keys(replay) == _keys(first), "same inputs, same run keys"
+
+    # new photos: a new key for that character only (it is a legitimately new training)
+    time.sleep(0.01)
+    _add_photos(world, too_few.id, person_photos(faces_dir, "jack_dorsey")[2:])
+    _add_photos(world, ready.id, person_photos(faces_dir, "jennifer_aniston")[:1])
+    third = world.evaluate_sensor("new_characters", second.cursor)
+
+    new_keys = _keys(third)
+    assert len(new_keys) == 4
+    assert {r.partition_key.keys_by_dimension["character"] for r in third.run_requests} == {str(ready.id), str(too_few.id)}
+    assert not set(new_keys) & set(_keys(first))
+    assert world.evaluate_sensor("new_characters", third.cursor).run_requests == []
+
+
+def test_training_completion_requests_the_finishing_run_for_ended_calls(world, faces_dir):
+    character = world.add_character("Kit Harington", person_photos(faces_dir, "kit_harington")[:1])
+    repo = LoraModelsRepository(world.ctx.db)
+    row = repo.create(character_id=character.id, base_model="flux", trigger_word=character.trigger_word,
+                      idempotency_key=f"sensor-test:{character.id}", dataset_hash="1" * 64, training_model="ai-toolkit")
+    repo.transition(row.id, "training", gpu_call_id="fc-never-existed", job_id=str(row.id), backend="simulated")
+    world.add_partition(character.id)
+
+    first = world.evaluate_sensor("training_completion")
+    again = world.evaluate_sensor("training_completion")
+
+    mine = [r for r in first.run_requests if r.run_key.startswith(f"complete:{row.id}:")]
+    assert [r.run_key for r in mine] == [f"complete:{row.id}:fc-never-existed:lost"]
+    assert mine[0].partition_key == partition_key(character.id, "flux")
+    assert _keys(again) == _keys(first)
+
+    # while a run of that partition is in progress, the sensor leaves it alone
+    job = world.defs.resolve_job_def("training_job")
+    tags = {f"dagster/partition/{d}": v for d, v in partition_key(character.id, "flux").keys_by_dimension.items()}
+    world.instance.create_run_for_job(job, tags=tags, status=dg.DagsterRunStatus.STARTED)
+    busy = world.evaluate_sensor("training_completion")
+    assert not [r for r in busy.run_requests if r.run_key.startswith(f"complete:{row.id}:")]
+    repo.transition(row.id, "failed", error="test over")
+
+
+def test_pending_generations_batches_new_jobs_once_and_retries_stale_ones(world, faces_dir):
+    character = world.add_character("Matt Damon", person_photos(faces_dir, "matt_damon")[:1], lora_enabled=False)
+    jobs = GenerationJobsRepository(world.ctx.db)
+    ids = jobs.enqueue(character.id, "flux", "a portrait", count=3)
+    start = str(ids[0] - 1)
+
+    first = world.evaluate_sensor("pending_generations", start)
+    second = world.evaluate_sensor("pending_generations", first.cursor)
+    replay = world.evaluate_sensor("pending_generations", start)
+
+    [request] = first.run_requests
+    assert request.run_key == f"gen:{ids[0]}-{ids[-1]}:3"
+    assert request.run_config["ops"]["generation_outputs"]["config"]["job_ids"] == ids
+    assert first.cursor == str(ids[-1])
+    assert second.run_requests == [] and second.cursor == first.cursor
+    assert _keys(replay) == _keys(first)
+
+    more = jobs.enqueue(character.id, "flux", "another portrait", count=2)
+    [later] = world.evaluate_sensor("pending_generations", second.cursor).run_requests
+    assert later.run_config["ops"]["generation_outputs"]["config"]["job_ids"] == more
+
+    # a job claimed by a worker that died goes back to pending, under a key naming its attempt
+    assert jobs.claim(ids[0], "dead-worker") is not None
+    batches, _ = plan_pending_generations(world.ctx.db, more[-1],
+                                          stale_after=timedelta(milliseconds=1))
+    assert [b.run_key for b in batches if ids[0] in b.job_ids] == [f"gen-retry:{ids[0]}:1"]
+    assert jobs.get(ids[0]).status == "pending" and jobs.get(ids[0]).attempts == 1
