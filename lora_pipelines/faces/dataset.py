@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from lora_pipelines.faces.embeddings import DetectedFace, aligned_crop, face_distance
+from lora_pipelines.faces.embeddings import DetectedFace, aligned_crop, default_analyzer, face_distance
 from lora_pipelines.faces.images import MAX_BYTES, MAX_PIXELS, ImageDecodeError, decode_image, to_png_bytes
 
 MANIFEST_VERSION = 1
@@ -130,7 +130,7 @@ def build_training_dataset(
     photos: Sequence[tuple[str, bytes]],
     *,
     trigger_word: str,
-    analyzer: Analyzer,
+    analyzer: Analyzer | None = None,
     training_size: int = 512,
     min_face_px: int = 64,
     duplicate_distance: float = DUPLICATE_DISTANCE,
@@ -138,8 +138,12 @@ def build_training_dataset(
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_BYTES,
 ) -> TrainingDataset:
-    """Faces found, aligned, captioned and deduplicated; drops and identity outliers explained."""
+    """Faces found, aligned, captioned and deduplicated; drops and identity outliers explained.
+
+    analyzer: anything with analyze(img) -> list[DetectedFace]; default: this process's shared FaceAnalyzer.
+    """
     validate_trigger_word(trigger_word)
+    analyzer = analyzer or default_analyzer()
     if not 64 <= training_size <= 4096:
         raise ValueError(f"training_size must be between 64 and 4096 pixels, got {training_size}")
     names = [name for name, _ in photos]
