@@ -17,6 +17,6 @@ def lora_quality_report(
     from lora_pipelines.services.report import build_report
 
     ctx = pipeline_context(database, object_store, gpu)
-    report = build_report(ctx, day=date.today())
+    report = build_report(ctx, day=date.today(), instance=context.instance)
     context.log.info(f"report written to {report.prefix}")
     return dg.MaterializeResult(metadata=report.dagster_metadata())

@@ -9,14 +9,19 @@ from lora_pipelines.services import metrics
 WINDOW_HOURS = 24.0
 
 
-def _result(rate: metrics.Rate, target: float, severity: dg.AssetCheckSeverity, **extra) -> dg.AssetCheckResult:
+def _number(value: float | None) -> dg.MetadataValue:
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(value)
+
+
+def _result(rate: metrics.Rate, check: str, severity: dg.AssetCheckSeverity, **extra) -> dg.AssetCheckResult:
+    target = metrics.TARGETS[check]
     value = rate.value
     passed = value is None or value >= target
     return dg.AssetCheckResult(
         passed=passed,
         severity=severity,
         description=("nothing measured in the window" if value is None else f"{value:.1%} (target ≥ {target:.0%})"),
-        metadata={"numerator": rate.numerator, "denominator": rate.denominator, "rate": value if value is not None else -1.0,
+        metadata={"numerator": rate.numerator, "denominator": rate.denominator, "rate": _number(value),
                   "target": target, "window_hours": WINDOW_HOURS,
                   "worst_offenders": dg.MetadataValue.json(rate.offenders), **extra},
     )
@@ -28,33 +33,36 @@ def face_consistency(database: AppDatabaseResource) -> dg.AssetCheckResult:
     overall = metrics.face_match_rate(db, with_lora=True, hours=WINDOW_HOURS)
     without = metrics.face_match_rate(db, with_lora=False, hours=WINDOW_HOURS)
     per_character = {str(cid): r.as_metadata() for cid, r in metrics.face_match_by_character(db, hours=WINDOW_HOURS).items()}
-    below = [cid for cid, r in per_character.items() if r["rate"] is not None and r["rate"] < 0.95]
-    result = _result(overall, 0.95, dg.AssetCheckSeverity.WARN,
+    below = [cid for cid, r in per_character.items()
+             if r["rate"] is not None and r["rate"] < metrics.TARGETS["face_consistency"]]
+    result = _result(overall, "face_consistency", dg.AssetCheckSeverity.WARN,
                      per_character=dg.MetadataValue.json(per_character),
                      characters_below_target=dg.MetadataValue.json(below),
-                     face_match_rate_without_lora=without.value if without.value is not None else -1.0)
+                     face_match_rate_without_lora=_number(without.value))
     if below and result.passed:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   description=f"characters below 95%: {', '.join(below)}", metadata=result.metadata)
+                                   description=f"characters below target: {', '.join(below)}", metadata=result.metadata)
     return result
 
 
 @dg.asset_check(asset="generation_outputs", description="Share of generations with a usable LoRA that used it; ERROR under 90%.")
 def lora_usage_rate(database: AppDatabaseResource) -> dg.AssetCheckResult:
-    return _result(metrics.lora_usage_rate(database.get(), hours=WINDOW_HOURS), 0.90, dg.AssetCheckSeverity.ERROR)
+    return _result(metrics.lora_usage_rate(database.get(), hours=WINDOW_HOURS), "lora_usage_rate",
+                   dg.AssetCheckSeverity.ERROR)
 
 
 @dg.asset_check(asset="generation_outputs", description="Succeeded / finished generation jobs; ERROR under 95%.")
 def generation_success_rate(database: AppDatabaseResource) -> dg.AssetCheckResult:
     db = database.get()
     lora_path = metrics.generation_success_rate(db, hours=WINDOW_HOURS, lora_only=True)
-    return _result(metrics.generation_success_rate(db, hours=WINDOW_HOURS), 0.95, dg.AssetCheckSeverity.ERROR,
-                   lora_path_rate=lora_path.value if lora_path.value is not None else -1.0)
+    return _result(metrics.generation_success_rate(db, hours=WINDOW_HOURS), "generation_success_rate",
+                   dg.AssetCheckSeverity.ERROR, lora_path_rate=_number(lora_path.value))
 
 
 @dg.asset_check(asset="generation_outputs", description="Jobs that could not use a LoRA still succeed; ERROR under 100%.")
 def fallback_success(database: AppDatabaseResource) -> dg.AssetCheckResult:
-    return _result(metrics.fallback_success_rate(database.get(), hours=WINDOW_HOURS), 1.0, dg.AssetCheckSeverity.ERROR)
+    return _result(metrics.fallback_success_rate(database.get(), hours=WINDOW_HOURS), "fallback_success",
+                   dg.AssetCheckSeverity.ERROR)
 
 
 GENERATION_CHECKS = [face_consistency, lora_usage_rate, generation_success_rate, fallback_success]

@@ -21,6 +21,24 @@ FINISHED = ("succeeded", "failed")
 OFFENDERS = 10
 
 
+@dataclass(frozen=True)
+class CheckTarget:
+    check: str  # the @asset_check name on generation_outputs
+    rate: str  # the headline() key it measures
+    target: float
+    severity: str
+
+
+# The product's promises; the Dagster checks and the report both read them from here.
+CHECK_TARGETS = (
+    CheckTarget("face_consistency", "face_match_rate_with_lora", 0.95, "WARN"),
+    CheckTarget("lora_usage_rate", "lora_usage_rate", 0.90, "ERROR"),
+    CheckTarget("generation_success_rate", "generation_success_rate", 0.95, "ERROR"),
+    CheckTarget("fallback_success", "fallback_success_rate", 1.0, "ERROR"),
+)
+TARGETS = {t.check: t.target for t in CHECK_TARGETS}
+
+
 @dataclass
 class Rate:
     numerator: int

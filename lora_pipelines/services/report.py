@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from lora_pipelines.domain.keys import report_prefix
 from lora_pipelines.domain.model_registry import UnknownModelError, get_model
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.services.metrics import FINISHED, had_usable_lora
+from lora_pipelines.services.metrics import CHECK_TARGETS, FINISHED, CheckTarget, had_usable_lora
 from lora_pipelines.store.tables import CharacterRow as C
 from lora_pipelines.store.tables import GenerationJobRow as J
 from lora_pipelines.store.tables import LoraModelRow as L
@@ -49,21 +49,6 @@ COUNT_COLUMNS = [
 ]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class CheckTarget:
-    check: str  # the @asset_check name on generation_outputs
-    rate: str  # the RATES key it measures
-    target: float
-    severity: str
-
-
-# mirrors lora_pipelines/checks/generation.py (which imports Dagster, so it cannot be imported here)
-CHECK_TARGETS = (
-    CheckTarget("face_consistency", "face_match_rate_with_lora", 0.95, "WARN"),
-    CheckTarget("lora_usage_rate", "lora_usage_rate", 0.90, "ERROR"),
-    CheckTarget("generation_success_rate", "generation_success_rate", 0.95, "ERROR"),
-    CheckTarget("fallback_success", "fallback_success_rate", 1.0, "ERROR"),
-)
 
 
 @dataclass
