@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from lora_pipelines.store.database import Database
 from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
@@ -93,7 +93,8 @@ def plan_pending_generations(
     db: Database, after_id: int, *, batch_size: int = 16, max_batches: int = 10,
     stale_after: timedelta = timedelta(minutes=30), max_attempts: int = 3,
 ) -> tuple[list[GenerationBatch], int]:
-    """Batches of new pending jobs after the cursor, plus stale running jobs the reaper put back to pending."""
+    """Batches of new pending jobs after the cursor, plus stale running jobs the reaper put back to pending, plus
+    pending jobs behind the cursor left unclaimed for `stale_after` (their batch run died before reaching them)."""
     repo = GenerationJobsRepository(db)
     batches: list[GenerationBatch] = []
     requeued = repo.requeue_stale(stale_after, max_attempts=max_attempts)
@@ -101,6 +102,14 @@ def plan_pending_generations(
         job = repo.get(job_id)
         if job is not None and job.status == "pending":
             batches.append(GenerationBatch((job_id,), f"gen-retry:{job_id}:{job.attempts}"))
+    # pending jobs behind the cursor whose batch run died before claiming them: their run key is spent
+    retried = {b.job_ids[0] for b in batches}
+    cutoff = datetime.now(timezone.utc) - stale_after
+    for job in repo.list(status="pending", limit=batch_size * max_batches):
+        if job.id > after_id:
+            break
+        if job.id not in retried and job.updated_at < cutoff:
+            batches.append(GenerationBatch((job.id,), f"gen-orphan:{job.id}:{job.attempts}"))
     jobs = repo.pending_after(after_id, limit=batch_size * max_batches)
     for start in range(0, len(jobs), batch_size):
         ids = tuple(job.id for job in jobs[start:start + batch_size])
