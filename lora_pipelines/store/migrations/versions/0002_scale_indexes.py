@@ -1,7 +1,7 @@
 """Index generation_jobs.finished_at: the metrics, checks and report count jobs finished in a time window.
 
-Without it every window query reads the whole table (benchmarks/scale.py: metrics.headline over 24 h took 3.0 s
-at 1,000,000 jobs).
+Without it every window query reads the whole table: benchmarks/scale.py at 1,000,000 jobs, metrics.headline over
+24 h takes 1.8 s without it and 0.1 s with it.
 
 Revision ID: 0002
 Revises: 0001
