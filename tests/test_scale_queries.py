@@ -125,6 +125,8 @@ HOT_QUERIES: dict[str, tuple[str, str, Callable[[Database, Any], Any]]] = {
                     lambda db, s: LoraModelsRepository(db).find_by_character_id(s.character_ids[0])),
     "pending_generations tick": ("generation_jobs", "ix_generation_jobs_status_id",
                                  lambda db, s: GenerationJobsRepository(db).pending_after(s.pending_cursor, 160)),
+    "orphaned pending jobs": ("generation_jobs", "ix_generation_jobs_status_id",
+                              lambda db, s: GenerationJobsRepository(db).list(status="pending", limit=160)),
     "reaper (requeue_stale)": ("generation_jobs", "ix_generation_jobs_status_id",
                                lambda db, s: GenerationJobsRepository(db).requeue_stale(timedelta(minutes=30))),
     "face match by character, 24 h": ("generation_jobs", "ix_generation_jobs_finished_at",
