@@ -6,7 +6,7 @@ import re
 from datetime import date
 
 MAX_ID_LENGTH = 128
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")  # \Z: "$" would accept a trailing newline
 
 
 class InvalidIdError(ValueError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from lora_pipelines.gpu.errors import GpuPermanentError, GpuTimeoutError
+from lora_pipelines.gpu.errors import GpuMalformedResponseError, GpuPermanentError, GpuTimeoutError
 from lora_pipelines.gpu.http import RetryingHttp
 
 
@@ -19,13 +20,24 @@ def _node_errors_summary(body: Any) -> str:
     if not isinstance(body, dict):
         return "prompt refused"
     error = body.get("error") or {}
-    parts = [error.get("message", "prompt refused") if isinstance(error, dict) else str(error)]
+    parts = [str(error.get("message", "prompt refused")) if isinstance(error, dict) else str(error)]
     if isinstance(error, dict) and error.get("details"):
         parts[0] += f" ({error['details']})"
-    for node_id, entry in (body.get("node_errors") or {}).items():
-        for err in entry.get("errors", []):
-            parts.append(f"node {node_id} ({entry.get('class_type')}): {err.get('type')}: {err.get('details')}")
-    return "; ".join(parts)
+    node_errors = body.get("node_errors")
+    for node_id, entry in (node_errors.items() if isinstance(node_errors, dict) else ()):
+        errors = entry.get("errors") if isinstance(entry, dict) else None
+        for err in errors if isinstance(errors, list) else [entry]:
+            err = err if isinstance(err, dict) else {"details": err}
+            class_type = entry.get("class_type") if isinstance(entry, dict) else None
+            parts.append(f"node {node_id} ({class_type}): {err.get('type')}: {err.get('details')}")
+    return "; ".join(parts)[:2000]
+
+
+_PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")  # it goes into /history/{id}: no '/', '?' or '..' games
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
 
 
 class ComfyUIClient:
@@ -36,9 +48,28 @@ class ComfyUIClient:
         self.client_id = uuid.uuid4().hex
         self._object_info: dict[str, Any] | None = None
 
+    def _malformed(self, endpoint: str, what: str, call_id: str | None = None) -> GpuMalformedResponseError:
+        return GpuMalformedResponseError(f"malformed response: {what}", backend=self.name, endpoint=endpoint,
+                                         call_id=call_id)
+
+    def _object(self, value: Any, endpoint: str, what: str, call_id: str | None = None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self._malformed(endpoint, f"{what} is a JSON {_kind(value)}, expected an object", call_id)
+        return value
+
+    def _field(self, body: dict[str, Any], field: str, kind: type, endpoint: str, call_id: str | None = None) -> Any:
+        if field not in body:
+            raise self._malformed(endpoint, f"field {field!r} is missing", call_id)
+        value = body[field]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise self._malformed(endpoint, f"field {field!r} is a JSON {_kind(value)}, expected {_kind(kind())}",
+                                  call_id)
+        return value
+
     def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
         if self._object_info is None or refresh:
-            self._object_info = self.http.json("GET", "/object_info", endpoint="/object_info")
+            body = self.http.json("GET", "/object_info", endpoint="/object_info")
+            self._object_info = self._object(body, "/object_info", "the node type map")
         return self._object_info
 
     def check_node_types(self, workflow: Mapping[str, Any]) -> None:
@@ -51,28 +82,39 @@ class ComfyUIClient:
                                        backend=self.name, endpoint="/object_info")
 
     def list_loras(self) -> list[str]:
-        return list(self.http.json("GET", "/models/loras", endpoint="/models/loras"))
+        body = self.http.json("GET", "/models/loras", endpoint="/models/loras")
+        if not isinstance(body, list) or not all(isinstance(name, str) for name in body):
+            raise self._malformed("/models/loras", f"the LoRA list is a JSON {_kind(body)}, expected an array of names")
+        return body
 
     def upload_image(self, data: bytes, filename: str) -> str:
         """Put a reference image into the server's input/ folder (for LoadImage); returns the stored name."""
         body = self.http.json("POST", "/upload/image", endpoint="/upload/image",
                               files={"image": (filename, data, "image/png")}, data={"overwrite": "true"})
-        return str(body["name"])
+        return self._field(self._object(body, "/upload/image", "the body"), "name", str, "/upload/image")
 
     def queue_prompt(self, workflow: Mapping[str, Any]) -> str:
         self.check_node_types(workflow)
         response = self.http.request("POST", "/prompt", endpoint="/prompt", json={"prompt": dict(workflow),
                                                                                    "client_id": self.client_id},
                                      ok_statuses=(400,))
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            raise self._malformed("/prompt", f"HTTP {response.status_code} body is not JSON") from None
         if response.status_code == 400:
             raise GpuPermanentError(_node_errors_summary(body), backend=self.name, endpoint="/prompt",
                                     status_code=400, detail=body)
-        return str(body["prompt_id"])
+        prompt_id = self._field(self._object(body, "/prompt", "the body"), "prompt_id", str, "/prompt")
+        if not _PROMPT_ID.match(prompt_id):
+            raise self._malformed("/prompt", f"field 'prompt_id' {prompt_id[:40]!r} is not a usable id")
+        return prompt_id
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The prompt's history entry; None while the server does not list it yet."""
         body = self.http.json("GET", f"/history/{prompt_id}", endpoint="/history", call_id=prompt_id)
-        return body.get(prompt_id) if isinstance(body, dict) else None
+        entry = self._object(body, "/history", "the body", prompt_id).get(prompt_id)
+        return None if entry is None else self._object(entry, "/history", f"entry {prompt_id!r}", prompt_id)
 
     def wait(self, prompt_id: str, timeout_s: float, poll_interval: float = 0.25) -> dict[str, Any]:
         """The history entry once the prompt finished; GpuTimeoutError after `timeout_s`, GpuPermanentError when
@@ -80,9 +122,12 @@ class ComfyUIClient:
         deadline = time.monotonic() + timeout_s
         while True:
             entry = self.history(prompt_id)
-            status = (entry or {}).get("status") or {}
+            status = self._object((entry or {}).get("status") or {}, "/history", "field 'status'", prompt_id)
             if status.get("status_str") == "error":
-                failure = next((m[1] for m in status.get("messages", []) if m and m[0] == "execution_error"), {})
+                messages = status.get("messages")
+                failure = next((m[1] for m in (messages if isinstance(messages, list) else [])
+                                if isinstance(m, list) and len(m) == 2 and m[0] == "execution_error"
+                                and isinstance(m[1], dict)), {})
                 raise GpuPermanentError(
                     f"execution failed at node {failure.get('node_id')} ({failure.get('node_type')}): "
                     f"{failure.get('exception_message', 'unknown error')}".strip(),
@@ -96,11 +141,18 @@ class ComfyUIClient:
 
     def fetch_outputs(self, prompt_id: str) -> list[bytes]:
         entry = self.history(prompt_id) or {}
+        outputs = self._object(entry.get("outputs", {}), "/history", "field 'outputs'", prompt_id)
         images = []
-        for node_id in sorted(entry.get("outputs", {}), key=lambda n: (len(n), n)):
-            for image in entry["outputs"][node_id].get("images", []):
-                params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""),
-                          "type": image.get("type", "output")}
+        for node_id in sorted(outputs, key=lambda n: (len(n), n)):
+            output = self._object(outputs[node_id], "/history", f"outputs[{node_id!r}]", prompt_id)
+            listed = output.get("images", [])
+            if not isinstance(listed, list):
+                raise self._malformed("/history", f"outputs[{node_id!r}].images is a JSON {_kind(listed)}, expected an array",
+                                      prompt_id)
+            for image in listed:
+                image = self._object(image, "/history", f"an image of node {node_id}", prompt_id)
+                params = {"filename": self._field(image, "filename", str, "/history", prompt_id),
+                          "subfolder": str(image.get("subfolder", "")), "type": str(image.get("type", "output"))}
                 images.append(self.http.request("GET", "/view", endpoint="/view", call_id=prompt_id, params=params).content)
         return images
 

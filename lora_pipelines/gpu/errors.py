@@ -49,6 +49,10 @@ class GpuPermanentError(GpuBackendError):
         return {}
 
 
+class GpuMalformedResponseError(GpuPermanentError):
+    """The backend answered 2xx, but not in the shape its API promises (a field missing or of the wrong type)."""
+
+
 class GpuTimeoutError(GpuBackendError):
     """No answer within the configured timeout."""
 

@@ -119,6 +119,8 @@ class LocalObjectStore(ObjectStore):
                 if name.startswith("."):
                     continue
                 path = Path(dirpath) / name
+                if path.is_symlink() and not path.resolve().is_relative_to(self.root):
+                    continue  # a link out of the root is not an object of this store
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     found.append(self._info(key, path))

@@ -53,7 +53,7 @@ from lora_pipelines.store.trigger_words import trigger_word_for, validate_trigge
 MAX_NAME_LENGTH = 200
 MAX_PAGE = 10_000
 MAX_ENQUEUE = 1_000
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class RecordNotFoundError(LookupError):
@@ -140,10 +140,27 @@ def _record(cls: type[R], row: Any) -> R:
 # --- field validation ----------------------------------------------------------------------------------
 
 
+def _check_text(value: str, what: str) -> str:
+    """Refuse text no database column can hold: NUL (PostgreSQL text refuses it) and undecodable bytes
+    (lone surrogates from non-UTF-8 input, which no driver can encode)."""
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL byte")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid UTF-8 text (undecodable byte at position {exc.start})") from None
+    return value
+
+
+def _storable(text: str) -> str:
+    """Error text as it can be stored: NUL and undecodable bytes escaped, so recording a failure never fails."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError("character name is empty")
-    name = name.strip()
+    name = _check_text(name.strip(), "character name")
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"character name is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed")
     return name
@@ -172,11 +189,20 @@ def _check_json(value: object, what: str) -> None:
 def _check_short_text(value: object, what: str, max_length: int) -> None:
     if value is not None and (not isinstance(value, str) or len(value) > max_length):
         raise ValueError(f"{what} must be a string of at most {max_length} characters")
+    if value is not None:
+        _check_text(value, what)
 
 
-def _check_common(fields_: Mapping[str, Any], table: str) -> None:
+def _check_common(fields_: dict[str, Any], table: str) -> None:
+    """Validate the fields a write sets; `error` text is escaped in place (a failure must always be recordable)."""
+    if isinstance(fields_.get("error"), str):
+        fields_["error"] = _storable(fields_["error"])
     for name, value in fields_.items():
-        if name in {"trigger_word"} and value is not None:
+        if name in {"sent_prompt", "model_url"} and value is not None:
+            if not isinstance(value, str):
+                raise ValueError(f"{table}.{name} must be a string")
+            _check_text(value, f"{table}.{name}")
+        elif name in {"trigger_word"} and value is not None:
             validate_trigger_word(value)
         elif name == "model_path" and value is not None:
             validate_key(value)
@@ -490,6 +516,8 @@ class GenerationJobsRepository:
             raise ValueError("model must be a non-empty string of at most 64 characters")
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string")
+        _check_text(model, "model")
+        _check_text(prompt, "prompt")
         if not 1 <= count <= MAX_ENQUEUE:
             raise ValueError(f"count must be between 1 and {MAX_ENQUEUE}, got {count}")
         metadata = dict(input_metadata or {})

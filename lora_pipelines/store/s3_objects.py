@@ -34,7 +34,7 @@ from lora_pipelines.store.objects import (
 MIB = 1024 * 1024
 SHA256_METADATA = "sha256"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 
 

@@ -8,7 +8,7 @@ import unicodedata
 
 TRIGGER_WORD_PREFIX = "ohwx_"
 MAX_TRIGGER_WORD_LENGTH = 64
-_TRIGGER_WORD_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+_TRIGGER_WORD_PATTERN = re.compile(r"^[A-Za-z0-9_-]+\Z")  # \Z: "$" would accept a trailing newline
 
 
 class InvalidTriggerWordError(ValueError):
