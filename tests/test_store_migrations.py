@@ -12,6 +12,8 @@ from lora_pipelines.cli import main
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.tables import Base
 
+HEAD = "0002"  # the newest revision in lora_pipelines/store/migrations/versions
+
 APP_TABLES = {"characters", "lora_models", "generation_jobs"}
 
 
@@ -37,12 +39,12 @@ def _schema_diffs(db: Database, metadata: sa.MetaData) -> list:
 def test_upgrade_downgrade_upgrade(database: Database) -> None:
     assert database.current_revision() is None
 
-    assert database.upgrade() == database.head_revision() == "0001"
+    assert database.upgrade() == database.head_revision() == HEAD
     assert APP_TABLES <= _tables(database)
     assert database.downgrade("base") is None
     assert _tables(database) & APP_TABLES == set()
-    assert database.upgrade() == "0001"
-    assert database.upgrade() == "0001"  # idempotent
+    assert database.upgrade() == HEAD
+    assert database.upgrade() == HEAD  # idempotent
 
 
 def test_migrated_schema_matches_tables_py(database: Database) -> None:
@@ -78,7 +80,7 @@ def test_cli_upgrade_and_downgrade_on_the_default_sqlite(lp_home) -> None:
 
     result = runner.invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "revision 0001" in result.output
+    assert f"revision {HEAD}" in result.output
     db = Database(f"sqlite:///{lp_home / 'app.db'}")
     assert APP_TABLES <= _tables(db)
 
@@ -95,6 +97,6 @@ def test_cli_upgrade_uses_the_database_url(postgres_url, monkeypatch, lp_home) -
     result = CliRunner().invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
     db = Database(postgres_url)
-    assert db.current_revision() == "0001" and APP_TABLES <= _tables(db)
+    assert db.current_revision() == HEAD and APP_TABLES <= _tables(db)
     assert not (lp_home / "app.db").exists()
     db.dispose()
