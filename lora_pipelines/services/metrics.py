@@ -112,11 +112,28 @@ def face_match_by_character(db: Database, *, since=None, hours=None) -> dict[int
 
 
 def headline(db: Database, *, since=None, hours=None) -> dict[str, float | None]:
-    """The five numbers `status` and the demo print (fractions in [0, 1], None when nothing was measured)."""
-    return {
-        "lora_usage_rate": lora_usage_rate(db, since=since, hours=hours).value,
-        "face_match_rate_with_lora": face_match_rate(db, with_lora=True, since=since, hours=hours).value,
-        "face_match_rate_without_lora": face_match_rate(db, with_lora=False, since=since, hours=hours).value,
-        "generation_success_rate": generation_success_rate(db, since=since, hours=hours).value,
-        "fallback_success_rate": fallback_success_rate(db, since=since, hours=hours).value,
-    }
+    """The five numbers `status` and the demo print (fractions in [0, 1], None when nothing was measured).
+
+    One pass over the window: every count is a conditional sum, with the same filters as the functions above.
+    """
+    finished = J.status.in_(FINISHED)
+    succeeded = J.status == "succeeded"
+    used = J.lora_model_id.is_not(None)
+    scored = sa.and_(succeeded, J.face_count.is_not(None))
+    matched = J.face_match.is_(True)
+
+    def count(*conditions):
+        return sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*conditions), 1), else_=0)), 0)
+
+    query = sa.select(
+        count(finished, had_usable_lora()), count(finished, used),
+        count(scored, used), count(scored, used, matched),
+        count(scored, sa.not_(used)), count(scored, sa.not_(used), matched),
+        count(finished), count(succeeded),
+        count(finished, sa.not_(used)), count(succeeded, sa.not_(used)),
+    ).where(*_window(since, hours))
+    with db.session(readonly=True) as session:
+        c = [int(v) for v in session.execute(query).one()]
+    rates = [Rate(c[i + 1], c[i]) for i in range(0, 10, 2)]
+    return dict(zip(("lora_usage_rate", "face_match_rate_with_lora", "face_match_rate_without_lora",
+                     "generation_success_rate", "fallback_success_rate"), (r.value for r in rates)))
