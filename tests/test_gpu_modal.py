@@ -93,3 +93,23 @@ def test_cancel_goes_to_the_call():
     caller = ScriptedCaller()
     backend(caller).cancel("fc-7")
     assert caller.cancelled == ["fc-7"]
+
+
+class ProgressCaller(ScriptedCaller):
+    """A caller whose training app has written progress (modal_apps/training.py writes it to a modal.Dict)."""
+
+    def __init__(self, *script, progress=None, fails=False) -> None:
+        super().__init__(*script)
+        self.value, self.fails = progress, fails
+
+    def progress(self, call_id: str):
+        if self.fails:
+            raise RuntimeError("dict unavailable")
+        return self.value
+
+
+def test_a_running_call_reports_the_progress_the_training_app_wrote():
+    assert backend(ProgressCaller(TimeoutError(), progress=42.5)).poll("fc-1").progress == 42.5
+    unknown = backend(ProgressCaller(TimeoutError(), fails=True)).poll("fc-1")
+    assert (unknown.state, unknown.progress) == ("running", None)
+    assert backend(ScriptedCaller(TimeoutError())).poll("fc-1").progress is None

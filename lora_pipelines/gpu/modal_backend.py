@@ -55,10 +55,19 @@ class ModalFunctionCaller:
 
         modal.FunctionCall.from_id(call_id).cancel()
 
+    def progress(self, call_id: str) -> float | None:
+        """The percentage the training app writes to its modal.Dict (modal_apps/training.py PROGRESS_DICT)."""
+        import modal
+
+        entry = modal.Dict.from_name(PROGRESS_DICT).get(call_id)
+        return float(entry["progress"]) if isinstance(entry, dict) and "progress" in entry else None
+
 
 def _names(exc: BaseException) -> set[str]:
     return {klass.__name__ for klass in type(exc).__mro__}
 
+
+PROGRESS_DICT = "lora-training-progress"
 
 # Modal's exceptions by class name, so this module works (and is tested) without importing modal.
 _TRANSIENT = {"ConnectionError", "InternalError", "ResourceExhaustedError", "ServiceError"}
@@ -88,7 +97,7 @@ class ModalTrainingBackend:
         try:
             value = self._call("poll", call_id, lambda: self.caller.get(call_id))
         except TimeoutError:
-            return TrainingPoll(call_id=call_id, state="running")
+            return TrainingPoll(call_id=call_id, state="running", progress=self._progress(call_id))
         except (GpuTransientError, GpuTimeoutError):
             raise
         except Exception as exc:  # noqa: BLE001 - classified below by Modal's exception names
@@ -102,6 +111,15 @@ class ModalTrainingBackend:
 
     def cancel(self, call_id: str) -> None:
         self._call("cancel", call_id, lambda: self.caller.cancel(call_id))
+
+    def _progress(self, call_id: str) -> float | None:
+        """Advisory: a caller without progress, or any failure reading it, just means no percentage."""
+        reader = getattr(self.caller, "progress", None)
+        try:
+            value = reader(call_id) if reader else None
+        except Exception:  # noqa: BLE001
+            return None
+        return None if value is None else min(max(value, 0.0), 100.0)
 
     def fetch_artifact(self, result: TrainingResult, dest_path: Path) -> Path:
         if not result.download_url:
