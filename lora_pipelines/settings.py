@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     training_steps: int = Field(default=1000, ge=1)
     training_rank: int = Field(default=16, ge=1)
     training_wait_seconds: float = Field(default=1800.0, description="How long a training run polls before leaving it to the sensor.")
+    generation_stale_seconds: float = Field(
+        default=1800.0, gt=0, description="A running generation job older than this is requeued by the reaper."
+    )
+    generation_max_attempts: int = Field(default=3, ge=1)
     train_base_models: str = Field(default="z-image-turbo,flux,qwen-image", description="Base models every LoRA-enabled character is trained for.")
 
     @cached_property

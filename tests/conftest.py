@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("pipeline_helpers")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LORA_PIPELINES_SHARED", REPO_ROOT.parent / "shared"))
 FACES_DIR = SHARED / "faces"

@@ -1,5 +1,6 @@
 """pending_generations: requests generation runs for new pending jobs, and retries the ones the reaper requeued."""
 
+from datetime import timedelta
 
 import dagster as dg
 
@@ -15,7 +16,10 @@ def pending_generations_sensor(
     gpu: GpuResource,
 ) -> dg.SensorResult:
     ctx = pipeline_context(database, object_store, gpu)
-    batches, next_after = plan_pending_generations(ctx.db, int(context.cursor or 0))
+    batches, next_after = plan_pending_generations(
+        ctx.db, int(context.cursor or 0), stale_after=timedelta(seconds=ctx.settings.generation_stale_seconds),
+        max_attempts=ctx.settings.generation_max_attempts,
+    )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
