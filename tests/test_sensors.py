@@ -77,7 +77,7 @@ def test_new_characters_requests_each_training_once_with_deterministic_keys(worl
     assert world.evaluate_sensor("new_characters", third.cursor).run_requests == []
 
 
-def test_training_completion_requests_the_finishing_run_for_ended_calls(world, faces_dir):
+def test_training_completion_requests_the_finishing_run_for_ended_calls(world, faces_dir, monkeypatch):
     character = world.add_character("Kit Harington", person_photos(faces_dir, "kit_harington")[:1])
     repo = LoraModelsRepository(world.ctx.db)
     row = repo.create(character_id=character.id, base_model="flux", trigger_word=character.trigger_word,
@@ -99,6 +99,14 @@ def test_training_completion_requests_the_finishing_run_for_ended_calls(world, f
     world.instance.create_run_for_job(job, tags=tags, status=dg.DagsterRunStatus.STARTED)
     busy = world.evaluate_sensor("training_completion")
     assert not [r for r in busy.run_requests if r.run_key.startswith(f"complete:{row.id}:")]
+
+    # ...unless that run started longer ago than any training run can poll: it died without being marked
+    import lora_pipelines.sensors.training as training_sensors
+
+    wait = world.ctx.settings.training_wait_seconds
+    monkeypatch.setattr(training_sensors, "DEAD_RUN_SLACK_SECONDS", -wait - 60)  # "now" is past the horizon
+    dead = world.evaluate_sensor("training_completion")
+    assert [r.run_key for r in dead.run_requests if r.run_key.startswith(f"complete:{row.id}:")] == [mine[0].run_key]
     repo.transition(row.id, "failed", error="test over")
 
 

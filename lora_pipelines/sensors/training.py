@@ -1,5 +1,6 @@
 """new_characters and training_completion: cursor-driven, small work per tick, deterministic run keys."""
 
+import time
 
 import dagster as dg
 
@@ -9,6 +10,7 @@ from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectSto
 from lora_pipelines.services.planning import CharacterCursor, plan_new_character_training, plan_training_completion
 
 
+DEAD_RUN_SLACK_SECONDS = 600
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
 
@@ -49,16 +51,19 @@ def training_completion_sensor(
     run_requests = []
     for r in requests:
         key = partition_key(r.character_id, r.base_model)
-        if _partition_run_in_progress(context.instance, key):
+        if _partition_run_in_progress(context.instance, key, ctx.settings.training_wait_seconds):
             continue
         run_requests.append(dg.RunRequest(run_key=r.run_key, partition_key=key))
     return dg.SensorResult(run_requests=run_requests, cursor=str(next_after))
 
 
-def _partition_run_in_progress(instance: dg.DagsterInstance, key: dg.MultiPartitionKey) -> bool:
+def _partition_run_in_progress(instance: dg.DagsterInstance, key: dg.MultiPartitionKey, wait_seconds: float) -> bool:
+    """A live run of this partition will finish the call itself. A run started longer ago than a training run
+    can poll (plus slack) is dead even if nothing marked it so (no run monitoring): don't wait for it."""
     tags = {f"dagster/partition/{dim}": value for dim, value in key.keys_by_dimension.items()}
     records = instance.get_run_records(
         dg.RunsFilter(job_name=training_job.name, tags=tags, statuses=IN_PROGRESS),
-        limit=1,
+        limit=5,
     )
-    return bool(records)
+    horizon = time.time() - wait_seconds - DEAD_RUN_SLACK_SECONDS
+    return any((r.start_time or r.create_timestamp.timestamp()) > horizon for r in records)
