@@ -106,6 +106,20 @@ def test_character_add_skips_each_unreadable_photo_by_name_and_stores_the_rest(f
     assert len([k for k in tree(objects) if k.count("/") == 3]) == kept
 
 
+def test_character_add_with_no_readable_photo_is_refused_and_stores_nothing(tmp_path, lp_home):
+    folder = tmp_path / "photos"
+    write_images(folder, UNDECODABLE)
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["character", "add", "--name", "Nobody", "--photos", str(folder)])
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: none of the {len(UNDECODABLE)} photos is usable: ")
+    assert all(case.name in result.stderr for case in UNDECODABLE)
+    assert json.loads(runner.invoke(main, ["status", "--json"]).stdout)["characters"] == []
+    assert not (lp_home / "objects").exists() or tree(lp_home / "objects") == set()
+
+
 def test_face_match_reports_each_bad_candidate_and_scores_the_rest(faces_dir, tmp_path):
     reference = tmp_path / "reference"
     write_images(reference, [c for c in IMAGE_CASES if c.name in {"truncated_jpeg.jpg", "faceless_landscape.jpg"}])
@@ -246,6 +260,25 @@ def test_hostile_character_names_are_stored_verbatim_or_refused_clearly(database
             repo.update(before.id, name=value)
     assert repo.get(before.id).name == "Someone"  # nothing else changed
     assert repo.count() == (1 if refusal else 2)
+
+
+def test_hostile_text_from_a_backend_never_stops_a_job_from_being_recorded(database):
+    from hostile.corpus import NON_UTF8
+
+    character = CharactersRepository(database).create("Someone")
+    jobs = GenerationJobsRepository(database)
+    [job_id] = jobs.enqueue(character.id, "flux", "a portrait", input_metadata={"note": f"nul\x00 {NON_UTF8}"})
+    for prompt in ("a\x00b", NON_UTF8):
+        with pytest.raises(ValueError, match="prompt (contains a NUL byte|is not valid UTF-8)"):
+            jobs.enqueue(character.id, "flux", prompt)
+    jobs.claim(job_id, "worker")
+
+    job = jobs.finish(job_id, "failed", error=f"backend said \x00 {NON_UTF8}", sent_prompt="echo\x00")
+
+    assert job.status == "failed" and jobs.get(job_id).error == "backend said \\x00 caf\\udce9 \\udcff\\udcfe"
+    assert jobs.get(job_id).sent_prompt == "echo\\x00"
+    assert jobs.get(job_id).input_metadata == {"note": f"nul\x00 {NON_UTF8}"}  # JSON escapes both
+    assert [j.id for j in jobs.list()] == [job_id]
 
 
 @pytest.mark.parametrize("label", sorted(HOSTILE_NAMES))

@@ -35,9 +35,7 @@ def add_character(ctx: PipelineContext, name: str, photos: list[Path], *, lora_e
     """
     if not name or not name.strip() or "\x00" in name:
         raise ValueError("character name is empty or contains a NUL byte")
-    repo = CharactersRepository(ctx.db)
-    character = repo.create(name=name.strip(), lora_enabled=lora_enabled, photo_keys=[], trigger_word=trigger_word)
-    keys: list[str] = []
+    usable: list[tuple[Path, bytes]] = []
     skipped: list[str] = []
     for path in photos:
         data = path.read_bytes()
@@ -46,6 +44,13 @@ def add_character(ctx: PipelineContext, name: str, photos: list[Path], *, lora_e
         except ImageDecodeError as exc:
             skipped.append(str(exc))
             continue
+        usable.append((path, data))
+    if photos and not usable:
+        raise PhotoFolderError(f"none of the {len(photos)} photos is usable: " + "; ".join(skipped))
+    repo = CharactersRepository(ctx.db)
+    character = repo.create(name=name.strip(), lora_enabled=lora_enabled, photo_keys=[], trigger_word=trigger_word)
+    keys: list[str] = []
+    for path, data in usable:
         digest = hashlib.sha256(data).hexdigest()[:16]
         key = photo_key(str(character.id), f"{digest}{path.suffix.lower()}")
         if key not in keys:

@@ -194,9 +194,11 @@ def _check_short_text(value: object, what: str, max_length: int) -> None:
 
 
 def _check_common(fields_: dict[str, Any], table: str) -> None:
-    """Validate the fields a write sets; `error` text is escaped in place (a failure must always be recordable)."""
-    if isinstance(fields_.get("error"), str):
-        fields_["error"] = _storable(fields_["error"])
+    """Validate the fields a write sets. Text a backend produced (`error`, `sent_prompt`) is escaped in place
+    instead of refused: recording a job's outcome must never fail."""
+    for name in ("error", "sent_prompt"):
+        if isinstance(fields_.get(name), str):
+            fields_[name] = _storable(fields_[name])
     for name, value in fields_.items():
         if name in {"sent_prompt", "model_url"} and value is not None:
             if not isinstance(value, str):
