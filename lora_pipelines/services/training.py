@@ -12,7 +12,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lora_pipelines.domain.keys import dataset_prefix, lora_key
@@ -61,6 +61,28 @@ def load_photos(ctx: PipelineContext, photo_keys: list[str]) -> list[tuple[str, 
     return [(key.rsplit("/", 1)[-1], ctx.store.get_bytes(key)) for key in photo_keys]
 
 
+def _analysis_key(character) -> str:
+    """Where the face analysis of this exact photo set (and trigger word) is remembered."""
+    basis = hashlib.sha256("\n".join([character.trigger_word, *sorted(character.photo_keys)]).encode()).hexdigest()
+    return f"characters/{character.id}/datasets/{basis[:32]}.json"
+
+
+def _reuse_analysis(ctx: PipelineContext, character, base_model: str) -> DatasetDescriptor | None:
+    """The dataset is the same for every base model: analyse the photos once, copy the files per partition."""
+    key = _analysis_key(character)
+    if not ctx.store.exists(key):
+        return None
+    cached = DatasetDescriptor(**json.loads(ctx.store.get_bytes(key)))
+    if not ctx.store.exists(cached.zip_key):
+        return None
+    prefix = dataset_prefix(base_model, str(character.id), cached.dataset_hash)
+    if prefix != cached.prefix:
+        for name in ("dataset.zip", "manifest.json"):
+            ctx.store.put_bytes(f"{prefix}/{name}", ctx.store.get_bytes(f"{cached.prefix}/{name}"))
+    return replace(cached, base_model=base_model, prefix=prefix, zip_key=f"{prefix}/dataset.zip",
+                   min_photos=ctx.settings.min_photos)
+
+
 def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) -> DatasetDescriptor:
     """Faces found, cropped, captioned and de-duplicated; stored under datasets/… with a manifest and a zip."""
     from lora_pipelines.faces.dataset import build_training_dataset
@@ -68,6 +90,9 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
     character = CharactersRepository(ctx.db).get(character_id)
     if character is None:
         raise CharacterNotFound(f"character {character_id} does not exist")
+    reused = _reuse_analysis(ctx, character, base_model)
+    if reused is not None:
+        return reused
     dataset = build_training_dataset(
         load_photos(ctx, character.photo_keys), trigger_word=character.trigger_word, analyzer=ctx.analyzer
     )
@@ -77,7 +102,7 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
     ctx.store.put_bytes(zip_key, zip_bytes, content_type="application/zip")
     ctx.store.put_bytes(f"{prefix}/manifest.json", json.dumps(dataset.manifest, indent=2, sort_keys=True).encode())
     save_reference(ctx, character_id, [item.embedding for item in dataset.items])
-    return DatasetDescriptor(
+    descriptor = DatasetDescriptor(
         character_id=character_id,
         base_model=base_model,
         trigger_word=character.trigger_word,
@@ -91,6 +116,8 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
         outliers=[{"name": name, "distance": round(float(d), 4)} for name, d in dataset.identity.outliers],
         duplicates=[d.name for d in dataset.dropped if d.reason.startswith("near_duplicate")],
     )
+    ctx.store.put_bytes(_analysis_key(character), json.dumps(descriptor.to_dict()).encode())
+    return descriptor
 
 
 def dataset_is_trainable(descriptor: DatasetDescriptor) -> list[str]:
