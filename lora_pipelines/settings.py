@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LORA_PIPELINES_", extra="ignore")
 
     home: Path = Field(default=Path("./.lora_pipelines"), description="Root of every embedded default.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite under home when unset.")
+    database_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL (it may hold a password); SQLite under home when unset.")
     store_url: str | None = Field(default=None, description="Folder or s3://bucket/prefix; a folder under home when unset.")
     s3_endpoint_url: str | None = Field(default=None, description="S3-protocol endpoint, e.g. https://<account>.r2.cloudflarestorage.com.")
     gpu_backend: GpuBackendName = "simulated"
@@ -49,7 +49,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.resolved_home / 'app.db'}"
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.resolved_home / 'app.db'}"
 
     @property
     def resolved_store_url(self) -> str:

@@ -31,7 +31,7 @@ IDENTITY_THRESHOLD = 0.6
 # Re-encoding or resizing one photo moves its embedding by <= 0.09 on the shared test photos;
 # two different photos of one person are >= 0.25 apart.
 DUPLICATE_DISTANCE = 0.15
-_TRIGGER_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,63}$")
+_TRIGGER_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,63}\Z")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 

@@ -61,7 +61,7 @@ class RetryingHttp:
             reason = self._clean(_reason(response))
             kind = GpuTransientError if response.status_code in TRANSIENT_STATUS else GpuPermanentError
             raise kind(reason, backend=self.backend, endpoint=endpoint, call_id=call_id,
-                       status_code=response.status_code, detail=_json_or_none(response))
+                       status_code=response.status_code, detail=self._clean_detail(_json_or_none(response)))
 
         deadline = max(timeout * self.attempts, timeout + 30.0)
         retrying = Retrying(
@@ -86,6 +86,12 @@ class RetryingHttp:
 
     def _clean(self, text: str) -> str:
         return scrub(text, self._secrets)
+
+    def _clean_detail(self, body: Any) -> Any:
+        """The response body kept on the error, with any secret a server echoed back scrubbed out."""
+        if body is None:
+            return None
+        return json.loads(self._clean(json.dumps(body)))
 
 
 class _Truncated(Exception):

@@ -22,7 +22,7 @@ import httpx
 from lora_pipelines.domain.keys import validate_id
 
 Fetch = Callable[[Path], None] | str
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 _CHUNK = 1024 * 1024
 
 

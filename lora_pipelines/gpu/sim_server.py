@@ -41,7 +41,7 @@ from lora_pipelines.gpu.sim_studio import LoraRejected, Studio, is_triggered, se
 from lora_pipelines.gpu.sim_training import TrainingCalls
 
 FAULTS_ENV = "LORA_PIPELINES_SIM_FAULTS"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\Z")
 HANG_SECONDS = 600.0
 _INJECTORS: list[FaultInjector] = []  # of the apps in this process; the idle watchdog reads the last one
 

@@ -15,7 +15,7 @@ from typing import Any
 from lora_pipelines.workflows.builders import CLIP_LOADERS, MODEL_LOADERS, InvalidWorkflowError, Workflow
 
 LORA_NODES = ("LoraLoader", "LoraLoaderModelOnly")
-_LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.safetensors$")
+_LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.safetensors\Z")
 
 
 def lora_file_name(lora_model_id: str) -> str:
