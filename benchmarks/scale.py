@@ -262,18 +262,49 @@ def _select_loras(db: Database, scenario: Scenario) -> list[float]:
         lora_lookup.inspect_stored_lora = real_inspect
 
 
-def _report_sql(db: Database, hours: float) -> int:
-    """The queries build_report runs (all its database work), without plots and uploads; returns job-count rows."""
+def _report_sql(db: Database, hours: float) -> tuple[int, int]:
+    """build_report's database work (report.read_report_data), without plots and uploads; returns the rows of its
+    two job-count queries (per character, per model x backend x day)."""
+    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    with db.engine.connect() as conn:
+        data = report.read_report_data(conn, since)
+    return len(data.by_character), len(data.by_slice)
+
+
+def _report_sql_before(db: Database, hours: float) -> tuple[int]:
+    """Baseline, build_report's database work before the job counts were split: one GROUP BY character x model x
+    backend x day, every character's name, the same LoRA training queries."""
     import pandas as pd
 
     since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    J = report.J
     with db.engine.connect() as conn:
-        jobs = report._job_counts(conn, since)
+        day, day_text = report._day(conn, J.finished_at)
+        stmt = (
+            sa.select(J.character_id, J.model, J.backend, day_text.label("day"), *report._job_sums())
+            .where(*report._finished_in(since))
+            .group_by(J.character_id, J.model, J.backend, day)
+        )
+        jobs = pd.read_sql(stmt, conn)
         pd.read_sql(sa.select(report.C.id.label("character_id"), report.C.name.label("character")), conn)
         report._training_status(conn, since)
         report._training_durations(conn, since)
         report._failure_reasons(conn, since)
-    return len(jobs)
+    return (len(jobs),)
+
+
+def _report_end_to_end(db: Database, hours: float) -> None:
+    """build_report itself: queries, tables, plots, CSV/Markdown/HTML written to a local object store."""
+    import tempfile
+
+    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.settings import Settings
+    from lora_pipelines.store.objects import open_store
+
+    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    with tempfile.TemporaryDirectory() as home:
+        ctx = PipelineContext(settings=Settings(home=home), db=db, store=open_store(os.path.join(home, "objects")))
+        report.build_report(ctx, day=datetime.now(timezone.utc).date(), since=since)
 
 
 def _headline_one_query(db: Database, hours: float) -> tuple[int, ...]:
@@ -330,6 +361,12 @@ def operations(new_indexes: bool) -> list[Operation]:
                       repeat=3),
             Operation("report SQL (build_report queries), 30 d", lambda db, s: _report_sql(db, 24 * 30), [],
                       repeat=1, warm_up=False),
+            Operation("(before) report SQL, 1 GROUP BY + all names, 24 h",
+                      lambda db, s: _report_sql_before(db, 24), finished, repeat=3),
+            Operation("(before) report SQL, 1 GROUP BY + all names, 30 d",
+                      lambda db, s: _report_sql_before(db, 24 * 30), [], repeat=1, warm_up=False),
+            Operation("build_report end to end (plots, files), 30 d", lambda db, s: _report_end_to_end(db, 24 * 30),
+                      [], repeat=1, warm_up=False),
         ]
     return ops
 
@@ -360,7 +397,7 @@ class SizeResult:
     without_index: dict[str, float] = field(default_factory=dict)
     index_build_seconds: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, list[str]] = field(default_factory=dict)
-    report_rows: dict[str, int] = field(default_factory=dict)
+    report_rows: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def schema_url(base_url: str, schema: str) -> str:
@@ -392,8 +429,8 @@ def run_size(base_url: str, n: int, keep: bool) -> SizeResult:
         for op in ops:
             result.with_index[op.name], value = measure(op, db, scenario)
             result.dropped[op.name] = op.indexes
-            if op.name.startswith("report SQL"):
-                result.report_rows[op.name[-4:]] = value
+            if op.name.startswith(("report SQL", "(before) report SQL")):
+                result.report_rows[op.name] = value
             log(f"[{n}] {op.name}: {result.with_index[op.name] * 1000:.2f} ms")
         by_indexes: dict[tuple[str, ...], list[Operation]] = {}
         for op in ops:
@@ -459,8 +496,9 @@ def print_table(results: list[SizeResult]) -> None:
     print(f"Index build time at N={last.n:,}: " + ", ".join(
         f"{name} {seconds:.2f} s" for name, seconds in sorted(last.index_build_seconds.items())))
     if last.report_rows:
-        print(f"Rows the report's job-count query returns at N={last.n:,}: "
-              + ", ".join(f"{w}: {c:,}" for w, c in last.report_rows.items()))
+        print(f"Rows the report's job-count queries return at N={last.n:,}:")
+        for name, rows in last.report_rows.items():
+            print(f"  {name}: " + " + ".join(f"{count:,}" for count in rows))
     print("LoRA selection measures the DB part: the file check (download + safetensors header) is replaced by "
           "InspectOutcome.success(candidate.base_model).")
 

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from lora_pipelines.services import metrics, report as report_module
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.services.report import build_report
+from lora_pipelines.services.report import build_report, read_report_data
 from lora_pipelines.settings import Settings
 from lora_pipelines.store.database import Database
 from lora_pipelines.store.objects import open_store
@@ -254,6 +255,80 @@ def test_checks_are_computed_from_the_rates_without_an_instance(full_report) -> 
     assert not checks.loc["face_consistency", "passed"]
 
 
+def test_job_counts_are_read_per_character_and_per_model_backend_day(seeded) -> None:
+    """The SQL returns one row per character and one per (model, backend, day), never their product."""
+    since = at(DAYS[1], 0)
+    with seeded.db.engine.connect() as conn:
+        data = read_report_data(conn, since)
+    per_character = expected_counts(seeded.db, since, lambda j: j.character_id)
+    per_slice = expected_counts(seeded.db, since, lambda j: (j.model, j.backend or "unknown",
+                                                             j.finished_at.date().isoformat()))  # fmt: skip
+    assert sorted(data.by_character["character_id"]) == sorted(per_character)
+    assert len(data.by_slice) == len(per_slice)
+    for row in data.by_slice.to_dict("records"):
+        assert row["jobs"] == per_slice[(row["model"], row["backend"], row["day"])]["jobs"]
+        assert row["base_model"] == BASE_MODEL_OF[row["model"]]
+
+
+def test_pages_show_the_worst_characters_and_the_csv_keeps_all(seeded, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(report_module, "SHOWN_CHARACTERS", 1)
+    store = open_store(str(tmp_path / "objects"))
+    report = build_report(PipelineContext(settings=seeded.ctx.settings, db=seeded.db, store=store), day=TODAY)
+    counts = expected_counts(seeded.db, None, lambda j: j.character_id)
+    # the independent worst: lowest face match with LoRA (characters without a LoRA have none and come last)
+    measured = {cid: _rate(c["face_match_rate_with_lora"]) for cid, c in counts.items()
+                if _rate(c["face_match_rate_with_lora"]) is not None}  # fmt: skip
+    worst = min(measured, key=lambda cid: (measured[cid], cid))
+    others = [cid for cid in counts if cid != worst]
+
+    markdown = store.get_bytes(f"{report.prefix}/report.md").decode()
+    section = markdown.split("## By character", 1)[1].split("## ", 1)[0]
+    assert f"Worst 1 of {len(counts)} characters" in section and "every character is in by_character.csv" in section
+    assert f"| {worst} | {seeded.character_names[worst]} |" in section
+    assert not any(f"| {cid} | {seeded.character_names[cid]} |" in section for cid in others)
+    page = store.get_bytes(f"{report.prefix}/report.html").decode()
+    assert f"Worst 1 of {len(counts)} characters" in page
+    csv = pd.read_csv(io.BytesIO(store.get_bytes(f"{report.prefix}/by_character.csv")))
+    assert sorted(csv["character_id"]) == sorted(counts)
+
+
+def _face_match_with_lora(db: Database) -> dict[int, tuple[int, int]]:
+    """(matched, scored) of LoRA generations per character over all history, counted in Python."""
+    counts = expected_counts(db, None, lambda j: j.character_id)
+    return {cid: tuple(c["face_match_rate_with_lora"]) for cid, c in counts.items()
+            if c["face_match_rate_with_lora"][1] > 0}  # fmt: skip
+
+
+def check_face_match_by_character(db: Database) -> None:
+    per_character = _face_match_with_lora(db)
+    assert len(per_character) >= 2  # the seed gives Anna and Ben LoRA generations
+    everyone = metrics.face_match_by_character(db, threshold=None, limit=100)
+    assert everyone.count == len(per_character)
+    assert {cid: (r.numerator, r.denominator) for cid, r in everyone.worst.items()} == per_character
+    rates = [r.value for r in everyone.worst.values()]
+    assert rates == sorted(rates)  # worst first
+
+    # exactly at a character's rate is not below it; the same division as Rate.value on both sides
+    cid, (matched, scored) = max(per_character.items(), key=lambda item: item[1][0] / item[1][1])
+    at_best = metrics.face_match_by_character(db, threshold=matched / scored)
+    assert cid not in at_best.worst
+    assert at_best.count == sum(m / s < matched / scored for m, s in per_character.values())
+    assert set(at_best.worst) == {c for c, (m, s) in per_character.items() if m / s < matched / scored}
+    only_worst = metrics.face_match_by_character(db, threshold=1.0, limit=1)
+    assert list(only_worst.worst) == [next(iter(everyone.worst))]
+    assert only_worst.count == sum(m < s for m, s in per_character.values())
+
+
+def test_face_match_by_character_returns_only_the_worst_below_the_threshold(seeded) -> None:
+    check_face_match_by_character(seeded.db)
+    default = metrics.face_match_by_character(seeded.db)
+    assert default.threshold == metrics.TARGETS["face_consistency"]
+    with pytest.raises(ValueError, match="threshold must be a fraction"):
+        metrics.face_match_by_character(seeded.db, threshold=95)
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        metrics.face_match_by_character(seeded.db, limit=0)
+
+
 # --- files -----------------------------------------------------------------------------------------------
 
 
@@ -335,6 +410,9 @@ def test_same_numbers_on_postgresql(postgres_url, tmp_path) -> None:
         assert_table_matches(report.tables["by_day"], ["day"],
                              expected_counts(db, since, lambda j: j.finished_at.date().isoformat()), lambda r: r["day"])
         assert report.tables["training"].set_index("base_model").loc["flux", "median_minutes"] == pytest.approx(41.0)
+        assert_table_matches(report.tables["by_character"], ["character_id"],
+                             expected_counts(db, since, lambda j: j.character_id), lambda r: r["character_id"])
+        check_face_match_by_character(db)
     finally:
         db.dispose()
 

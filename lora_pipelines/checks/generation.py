@@ -32,16 +32,19 @@ def face_consistency(database: AppDatabaseResource) -> dg.AssetCheckResult:
     db = database.get()
     overall = metrics.face_match_rate(db, with_lora=True, hours=WINDOW_HOURS)
     without = metrics.face_match_rate(db, with_lora=False, hours=WINDOW_HOURS)
-    per_character = {str(cid): r.as_metadata() for cid, r in metrics.face_match_by_character(db, hours=WINDOW_HOURS).items()}
-    below = [cid for cid, r in per_character.items()
-             if r["rate"] is not None and r["rate"] < metrics.TARGETS["face_consistency"]]
+    below_target = metrics.face_match_by_character(db, hours=WINDOW_HOURS)  # the worst few, not every character
+    per_character = {str(cid): r.as_metadata() for cid, r in below_target.worst.items()}
+    below = list(per_character)
     result = _result(overall, "face_consistency", dg.AssetCheckSeverity.WARN,
                      per_character=dg.MetadataValue.json(per_character),
                      characters_below_target=dg.MetadataValue.json(below),
+                     characters_below_target_count=below_target.count,
                      face_match_rate_without_lora=_number(without.value))
     if below and result.passed:
+        more = below_target.count - len(below)
+        description = f"characters below target: {', '.join(below)}" + (f" and {more} more" if more else "")
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   description=f"characters below target: {', '.join(below)}", metadata=result.metadata)
+                                   description=description, metadata=result.metadata)
     return result
 
 

@@ -19,6 +19,7 @@ from lora_pipelines.store.tables import GenerationJobRow as J
 
 FINISHED = ("succeeded", "failed")
 OFFENDERS = 10
+WORST_CHARACTERS = 20  # characters below target named in the face_consistency check
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,43 @@ def fallback_success_rate(db: Database, *, since=None, hours=None) -> Rate:
     return _rate(db, base, J.status == "succeeded")
 
 
-def face_match_by_character(db: Database, *, since=None, hours=None) -> dict[int, Rate]:
-    """Face match with LoRA per character (only characters with scored LoRA generations)."""
+@dataclass
+class CharacterFaceMatch:
+    """Characters whose face match with LoRA is under `threshold`: how many there are, and the worst of them."""
+
+    threshold: float | None  # None: every character with scored LoRA generations
+    count: int  # all characters under the threshold in the window, not only those in `worst`
+    worst: dict[int, Rate]  # at most `limit` of them, lowest rate first (then most scored jobs, then id)
+
+
+def face_match_by_character(
+    db: Database, *, since=None, hours=None, threshold: float | None = TARGETS["face_consistency"],
+    limit: int = WORST_CHARACTERS,
+) -> CharacterFaceMatch:
+    """Face match with LoRA per character, only for characters below `threshold` and only the worst `limit`.
+
+    Filtered, ordered and limited in SQL, so the result stays small however many characters the window holds.
+    The rate is compared as matched / scored in double precision, the same division as Rate.value.
+    """
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a fraction between 0 and 1, got {threshold!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
     base = [J.status == "succeeded", J.face_count.is_not(None), J.lora_model_id.is_not(None), *_window(since, hours)]
+    scored = sa.func.count()
+    matched = sa.func.sum(sa.case((J.face_match.is_(True), 1), else_=0))
+    rate = sa.cast(matched, sa.Float) / sa.cast(scored, sa.Float)
+    query = sa.select(J.character_id, scored, matched, sa.func.count().over()).where(*base).group_by(J.character_id)
+    if threshold is not None:
+        query = query.having(rate < threshold)
+    query = query.order_by(rate, scored.desc(), J.character_id).limit(limit)
     with db.session(readonly=True) as session:
-        rows = session.execute(
-            sa.select(J.character_id, sa.func.count(), sa.func.sum(sa.case((J.face_match.is_(True), 1), else_=0)))
-            .where(*base).group_by(J.character_id)
-        ).all()
-    return {cid: Rate(int(matched or 0), int(total)) for cid, total, matched in rows}
+        rows = session.execute(query).all()
+    return CharacterFaceMatch(
+        threshold=threshold,
+        count=int(rows[0][3]) if rows else 0,
+        worst={cid: Rate(int(matched or 0), int(total)) for cid, total, matched, _ in rows},
+    )
 
 
 def headline(db: Database, *, since=None, hours=None) -> dict[str, float | None]:
