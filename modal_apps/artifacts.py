@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from lora_pipelines.domain.lora_format import trainer_metadata
+from modal_apps.transfer import sha256_file
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Always ours: what the generation side and the inspector decide on. Other trainer keys are kept.
@@ -78,14 +78,6 @@ def lora_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int, 
     """What to write: our authoritative keys always; the rest of trainer_metadata only where the trainer left a gap."""
     ours = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer="ai-toolkit")
     return {k: v for k, v in ours.items() if k in AUTHORITATIVE_KEYS or k not in existing}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from modal_apps.transfer import DownloadError, redact, sha256_file, stream_to_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 MAX_ZIP_BYTES = 2 * 1024**3
@@ -24,11 +25,6 @@ class PreparedDataset:
     captions_written: int
 
 
-def _redact(url: str) -> str:
-    """Presigned URLs carry credentials in the query string; never show it."""
-    return url.split("?", 1)[0]
-
-
 def download(url: str, dest: Path, *, timeout: float = 300.0) -> Path:
     """Stream `url` (http(s), file:// or a local path such as a CloudBucketMount) to `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -39,31 +35,11 @@ def download(url: str, dest: Path, *, timeout: float = 300.0) -> Path:
         shutil.copyfile(source, dest)
         return dest
     if not url.startswith(("http://", "https://")):
-        raise DatasetError(f"dataset URL must be http(s), file:// or an absolute path, got {_redact(url)[:80]!r}")
-    import httpx
-
-    written = 0
+        raise DatasetError(f"dataset URL must be http(s), file:// or an absolute path, got {redact(url)[:80]!r}")
     try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise DatasetError(f"dataset download from {_redact(url)} answered HTTP {response.status_code}")
-            with dest.open("wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    written += len(chunk)
-                    if written > MAX_ZIP_BYTES:
-                        raise DatasetError(f"dataset at {_redact(url)} is larger than {MAX_ZIP_BYTES} bytes")
-                    out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise DatasetError(f"dataset download from {_redact(url)} failed: {exc.__class__.__name__}") from None
-    return dest
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return stream_to_file(url, dest, max_bytes=MAX_ZIP_BYTES, what="dataset", timeout=timeout)
+    except DownloadError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _safe_member(name: str) -> PurePosixPath | None:

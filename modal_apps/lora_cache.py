@@ -12,6 +12,7 @@ from typing import Callable
 
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.domain.keys import validate_id
+from modal_apps.transfer import DownloadError, TooLarge, stream_to_file
 
 MAX_LORA_BYTES = 4 * 1024**3
 
@@ -48,18 +49,12 @@ Fetcher = Callable[[str, Path], None]
 
 
 def http_fetch(url: str, dest: Path, *, timeout: float = 120.0) -> None:
-    import httpx
-
-    written = 0
-    with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-        if response.status_code != 200:
-            raise LoraCacheError(f"LoRA download answered HTTP {response.status_code} from {url.split('?', 1)[0]}")
-        with dest.open("wb") as out:
-            for chunk in response.iter_bytes(1 << 20):
-                written += len(chunk)
-                if written > MAX_LORA_BYTES:
-                    raise LoraIntegrityError(f"LoRA at {url.split('?', 1)[0]} is larger than {MAX_LORA_BYTES} bytes")
-                out.write(chunk)
+    try:
+        stream_to_file(url, dest, max_bytes=MAX_LORA_BYTES, what="LoRA", timeout=timeout)
+    except TooLarge as exc:
+        raise LoraIntegrityError(str(exc)) from None
+    except DownloadError as exc:
+        raise LoraCacheError(str(exc)) from None
 
 
 class LoraCache:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Protocol
 from lora_pipelines.gpu.schemas import TrainingResult, TrainingSpec
 from modal_apps import artifacts, trainer_config
 from modal_apps.dataset import prepare_dataset
+from modal_apps.transfer import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _previous_result(spec: TrainingSpec, volume_root: Path) -> dict[str, Any] | 
     if saved.get("idempotency_key") != spec.idempotency_key:
         return None
     result = saved["result"]
-    if artifacts.sha256_file(volume_path) != result["sha256"]:
+    if sha256_file(volume_path) != result["sha256"]:
         return None
     return result
 

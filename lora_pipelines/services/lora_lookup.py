@@ -6,7 +6,6 @@ verified and its header inspected, and the outcome cached, so a batch pays for o
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ from lora_pipelines.domain.lora_selection import (
 from lora_pipelines.domain.model_registry import get_model
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.store.objects import sha256_of_file
 from lora_pipelines.store.repositories import CharactersRepository, LoraModelsRepository
 
 _cache: dict[tuple[str, str], InspectOutcome] = {}
@@ -48,7 +48,7 @@ def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate) -> Inspect
             ctx.store.download_file(candidate.model_path, local)
         except Exception as exc:  # noqa: BLE001 - any store failure means "unreachable"; the reason is recorded
             return InspectOutcome.failure("lora_file_unreachable", f"{candidate.model_path}: {exc.__class__.__name__}: {exc}")
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        digest = sha256_of_file(local)
         if digest != candidate.sha256:
             return InspectOutcome.failure(
                 "checksum_mismatch", f"{candidate.model_path}: sha256 {digest[:12]}… != recorded {str(candidate.sha256)[:12]}…"

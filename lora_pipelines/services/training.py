@@ -20,6 +20,7 @@ from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, insp
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.references import save_reference
+from lora_pipelines.store.objects import sha256_of_file
 from lora_pipelines.store.repositories import CharactersRepository, LoraModelsRepository
 
 MAX_TRAINING_ATTEMPTS = 2  # a lost GPU call is resubmitted once, never more
@@ -159,10 +160,7 @@ def start_training(ctx: PipelineContext, descriptor: DatasetDescriptor):
     if row.status != "pending" or row.gpu_call_id:
         return row
     call_id = ctx.gpu.training.submit_training(_spec(ctx, row, descriptor))
-    return repo.transition(
-        row.id, "training", gpu_call_id=call_id, job_id=str(row.id), backend=ctx.gpu.training.name,
-        training_started_at=_now(),
-    )
+    return repo.transition(row.id, "training", gpu_call_id=call_id, job_id=str(row.id), backend=ctx.gpu.training.name)
 
 
 def wait_for_training(
@@ -187,12 +185,11 @@ def wait_for_training(
         if poll.state == "succeeded" and poll.result is not None:
             return poll.result
         if poll.state == "failed":
-            repo.transition(row.id, "failed", error=f"GPU training failed: {poll.error}", finished_at=_now())
+            repo.transition(row.id, "failed", error=f"GPU training failed: {poll.error}")
             return None
         if poll.state == "lost":
             if row.attempt >= MAX_TRAINING_ATTEMPTS:
-                repo.transition(row.id, "failed", error=f"GPU call {row.gpu_call_id} lost {row.attempt} times",
-                                finished_at=_now())
+                repo.transition(row.id, "failed", error=f"GPU call {row.gpu_call_id} lost {row.attempt} times")
                 return None
             resubmit_lost(ctx, row, descriptor)
             continue
@@ -234,7 +231,7 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             ctx.store.download_file(result.object_key, local)
         else:
             ctx.gpu.training.fetch_artifact(result, local)
-        local_sha = _sha256_file(local)
+        local_sha = sha256_of_file(local)
         detail: dict = {"object_key": key, "expected_sha256": result.sha256, "downloaded_sha256": local_sha}
         try:
             inspection = inspect_lora_file(local)
@@ -258,11 +255,11 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
         info = ctx.store.stat(key)
         repo.transition(
             row.id, "ready", model_path=key, model_url=ctx.store.uri(key), sha256=result.sha256,
-            size_bytes=info.size_bytes, finished_at=_now(), error=None,
+            size_bytes=info.size_bytes, error=None,
         )
     else:
         failed = [name for name, ok in (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok)) if not ok]
-        repo.transition(row.id, "failed", error="artifact verification failed: " + ", ".join(failed), finished_at=_now())
+        repo.transition(row.id, "failed", error="artifact verification failed: " + ", ".join(failed))
     return checks
 
 
@@ -272,7 +269,7 @@ def verify_ready_artifact(ctx: PipelineContext, row) -> ArtifactChecks:
     with tempfile.TemporaryDirectory(prefix="lora-verify-") as tmp:
         local = Path(tmp) / "lora.safetensors"
         ctx.store.download_file(row.model_path, local)
-        detail["stored_sha256"] = _sha256_file(local)
+        detail["stored_sha256"] = sha256_of_file(local)
         try:
             detail["detected_base_model"] = inspect_lora_file(local).base_model
             header_valid = True
@@ -283,16 +280,3 @@ def verify_ready_artifact(ctx: PipelineContext, row) -> ArtifactChecks:
         header_valid, detail.get("detected_base_model") == row.base_model, detail["stored_sha256"] == row.sha256, detail
     )
 
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _now():
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
