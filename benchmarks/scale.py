@@ -307,25 +307,6 @@ def _report_end_to_end(db: Database, hours: float) -> None:
         report.build_report(ctx, day=datetime.now(timezone.utc).date(), since=since)
 
 
-def _headline_one_query(db: Database, hours: float) -> tuple[int, ...]:
-    """Proposal, not project code: metrics.headline's ten counts in one pass (FILTER), without offender lists."""
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
-    J = metrics.J
-    finished, usable = J.status.in_(metrics.FINISHED), metrics.had_usable_lora()
-    scored = sa.and_(J.status == "succeeded", J.face_count.is_not(None))
-    matched = J.face_match.is_(True)
-    with_lora, without_lora, ok = J.lora_model_id.is_not(None), J.lora_model_id.is_(None), J.status == "succeeded"
-    conditions = [
-        sa.and_(finished, usable), sa.and_(finished, usable, with_lora),
-        sa.and_(scored, with_lora), sa.and_(scored, with_lora, matched),
-        sa.and_(scored, without_lora), sa.and_(scored, without_lora, matched),
-        finished, sa.and_(finished, ok), sa.and_(finished, without_lora), sa.and_(finished, without_lora, ok),
-    ]  # fmt: skip
-    stmt = sa.select(*[sa.func.count().filter(c) for c in conditions]).where(J.finished_at >= since)
-    with db.session(readonly=True) as session:
-        return tuple(session.execute(stmt).one())
-
-
 def operations(new_indexes: bool) -> list[Operation]:
     chars = ["ix_characters_updated_at_id"]
     lora_status = ["ix_lora_models_status_id"]
@@ -347,8 +328,6 @@ def operations(new_indexes: bool) -> list[Operation]:
         Operation("LoRA selection, DB part (median of 200)", _select_loras, lora_character, repeat=1, per_call=True),
         Operation("metrics.headline, last 24 h", lambda db, s: metrics.headline(db, hours=24), finished, repeat=3),
         Operation("metrics.headline, last 30 days", lambda db, s: metrics.headline(db, hours=24 * 30), [],
-                  repeat=3),
-        Operation("(proposal) headline counts in 1 query, 30 d", lambda db, s: _headline_one_query(db, 24 * 30), [],
                   repeat=3),
         Operation("face_match_by_character, last 24 h", lambda db, s: metrics.face_match_by_character(db, hours=24),
                   finished, repeat=3),
