@@ -137,3 +137,33 @@ def test_pending_generations_batches_new_jobs_once_and_retries_stale_ones(world,
                                           stale_after=timedelta(milliseconds=1))
     assert [b.run_key for b in batches if ids[0] in b.job_ids] == [f"gen-retry:{ids[0]}:1"]
     assert jobs.get(ids[0]).status == "pending" and jobs.get(ids[0]).attempts == 1
+
+
+def test_training_completion_retries_a_finishing_run_that_failed_under_a_new_key(world, faces_dir):
+    """Dagster never reruns a key: a finishing run that failed (or died) must not leave the row `training`."""
+    from lora_pipelines.sensors.training import COMPLETES_TAG, MAX_COMPLETION_RUNS
+
+    character = world.add_character("Kit Retried", person_photos(faces_dir, "kit_harington")[:1])
+    repo = LoraModelsRepository(world.ctx.db)
+    row = repo.create(character_id=character.id, base_model="flux", trigger_word=character.trigger_word,
+                      idempotency_key=f"sensor-rerun:{character.id}", dataset_hash="2" * 64, training_model="ai-toolkit")
+    repo.transition(row.id, "training", gpu_call_id="fc-gone-too", job_id=str(row.id), backend="simulated")
+    world.add_partition(character.id)
+    job = world.defs.resolve_job_def("training_job")
+    base = f"complete:{row.id}:fc-gone-too:lost"
+
+    def mine() -> list[dg.RunRequest]:
+        return [r for r in world.evaluate_sensor("training_completion").run_requests
+                if r.run_key.startswith(f"complete:{row.id}:")]
+
+    keys = []
+    for attempt in range(MAX_COMPLETION_RUNS):
+        [request] = mine()
+        assert [r.run_key for r in mine()] == [request.run_key], "deterministic between failures"
+        assert request.tags[COMPLETES_TAG] == base
+        keys.append(request.run_key)
+        world.instance.create_run_for_job(job, tags={**request.tags, "dagster/run_key": request.run_key},
+                                          status=dg.DagsterRunStatus.FAILURE)
+    assert keys == [base, f"{base}:rerun1", f"{base}:rerun2"]
+    assert mine() == [], "past the cap the sensor stops asking"
+    repo.transition(row.id, "failed", error="test over")

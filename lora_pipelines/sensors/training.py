@@ -13,6 +13,9 @@ from lora_pipelines.services.planning import CharacterCursor, plan_new_character
 DEAD_RUN_SLACK_SECONDS = 600
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
+ENDED_WITHOUT_SUCCESS = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+MAX_COMPLETION_RUNS = 3  # runs that may try to finish one ended GPU call before an operator must look
+COMPLETES_TAG = "lora_pipelines/completes"  # the plain completion key a run was requested for
 
 
 @dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=30,
@@ -48,22 +51,41 @@ def training_completion_sensor(
     ctx = pipeline_context(database, object_store, gpu)
     after_id = int(context.cursor or 0)
     requests, next_after = plan_training_completion(ctx.db, ctx.gpu.training.poll, after_id=after_id)
+    horizon = time.time() - ctx.settings.training_wait_seconds - DEAD_RUN_SLACK_SECONDS
     run_requests = []
     for r in requests:
         key = partition_key(r.character_id, r.base_model)
-        if _partition_run_in_progress(context.instance, key, ctx.settings.training_wait_seconds):
+        if _partition_run_in_progress(context.instance, key, horizon):
             continue
-        run_requests.append(dg.RunRequest(run_key=r.run_key, partition_key=key))
+        run_key = _completion_run_key(context.instance, r.run_key, horizon)
+        if run_key is None:
+            context.log.warning(f"{r.run_key}: {MAX_COMPLETION_RUNS} runs failed to finish it; not requesting more")
+            continue
+        run_requests.append(dg.RunRequest(run_key=run_key, partition_key=key, tags={COMPLETES_TAG: r.run_key}))
     return dg.SensorResult(run_requests=run_requests, cursor=str(next_after))
 
 
-def _partition_run_in_progress(instance: dg.DagsterInstance, key: dg.MultiPartitionKey, wait_seconds: float) -> bool:
-    """A live run of this partition will finish the call itself. A run started longer ago than a training run
-    can poll (plus slack) is dead even if nothing marked it so (no run monitoring): don't wait for it."""
+def _started(record: dg.RunRecord) -> float:
+    return record.start_time or record.create_timestamp.timestamp()
+
+
+def _partition_run_in_progress(instance: dg.DagsterInstance, key: dg.MultiPartitionKey, horizon: float) -> bool:
+    """A live run of this partition will finish the call itself. A run started before `horizon` (longer ago than
+    a training run can poll, plus slack) is dead even if nothing marked it so (no run monitoring): don't wait for it."""
     tags = {f"dagster/partition/{dim}": value for dim, value in key.keys_by_dimension.items()}
     records = instance.get_run_records(
         dg.RunsFilter(job_name=training_job.name, tags=tags, statuses=IN_PROGRESS),
         limit=5,
     )
-    horizon = time.time() - wait_seconds - DEAD_RUN_SLACK_SECONDS
-    return any((r.start_time or r.create_timestamp.timestamp()) > horizon for r in records)
+    return any(_started(r) > horizon for r in records)
+
+
+def _completion_run_key(instance: dg.DagsterInstance, base_key: str, horizon: float) -> str | None:
+    """The run key for finishing this call: the plain key first, then one more per earlier finishing run that
+    failed or died (Dagster never reruns a key, and the row would stay `training` forever); None past the cap."""
+    records = instance.get_run_records(dg.RunsFilter(tags={COMPLETES_TAG: base_key}), limit=MAX_COMPLETION_RUNS + 1)
+    ended = sum(r.dagster_run.status in ENDED_WITHOUT_SUCCESS
+                or (r.dagster_run.status in IN_PROGRESS and _started(r) <= horizon) for r in records)
+    if ended >= MAX_COMPLETION_RUNS:
+        return None
+    return base_key if ended == 0 else f"{base_key}:rerun{ended}"
