@@ -167,3 +167,22 @@ def test_training_completion_retries_a_finishing_run_that_failed_under_a_new_key
     assert keys == [base, f"{base}:rerun1", f"{base}:rerun2"]
     assert mine() == [], "past the cap the sensor stops asking"
     repo.transition(row.id, "failed", error="test over")
+
+
+def test_an_orphaned_pending_job_is_requested_again_when_its_orphan_run_dies_too(world, faces_dir):
+    character = world.add_character("Matt Orphan", person_photos(faces_dir, "matt_damon")[:1], lora_enabled=False)
+    jobs = GenerationJobsRepository(world.ctx.db)
+    [job_id] = jobs.enqueue(character.id, "flux", "a portrait")
+    stale = timedelta(seconds=1)
+
+    def orphan_keys() -> list[str]:
+        batches, _ = plan_pending_generations(world.ctx.db, job_id, stale_after=stale)
+        return [b.run_key for b in batches if b.job_ids == (job_id,)]
+
+    assert orphan_keys() == [], "not stale yet: its batch run may still be on its way"
+    time.sleep(1.1)
+    first = orphan_keys()
+    assert first == [f"gen-orphan:{job_id}:0:1"] and orphan_keys() == first, "one key per stale period"
+    time.sleep(1.0)  # the run requested under that key died before claiming the job: its key is spent
+    assert orphan_keys() == [f"gen-orphan:{job_id}:0:2"]
+    assert jobs.claim(job_id, "test") is not None and jobs.finish(job_id, "failed", error="test over")

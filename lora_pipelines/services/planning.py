@@ -102,14 +102,16 @@ def plan_pending_generations(
         job = repo.get(job_id)
         if job is not None and job.status == "pending":
             batches.append(GenerationBatch((job_id,), f"gen-retry:{job_id}:{job.attempts}"))
-    # pending jobs behind the cursor whose batch run died before claiming them: their run key is spent
+    # pending jobs behind the cursor whose batch run died before claiming them: their run key is spent. The key
+    # names how many stale periods the job has waited, so an orphan run that dies too is followed by another.
     retried = {b.job_ids[0] for b in batches}
-    cutoff = datetime.now(timezone.utc) - stale_after
+    now = datetime.now(timezone.utc)
     for job in repo.list(status="pending", limit=batch_size * max_batches):
         if job.id > after_id:
             break
-        if job.id not in retried and job.updated_at < cutoff:
-            batches.append(GenerationBatch((job.id,), f"gen-orphan:{job.id}:{job.attempts}"))
+        periods = int((now - job.updated_at) / stale_after)
+        if job.id not in retried and periods >= 1:
+            batches.append(GenerationBatch((job.id,), f"gen-orphan:{job.id}:{job.attempts}:{periods}"))
     jobs = repo.pending_after(after_id, limit=batch_size * max_batches)
     for start in range(0, len(jobs), batch_size):
         ids = tuple(job.id for job in jobs[start:start + batch_size])
