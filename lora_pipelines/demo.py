@@ -63,9 +63,13 @@ def _run_requests(instance, defs, sensor_name: str, say) -> list:
     return requests
 
 
-def _execute(instance, defs, job_name: str, request, say) -> bool:
+def _execute(instance, defs, job_name: str, request, say, sensor_name: str | None = None) -> bool:
+    """Run what a sensor requested, tagged as the daemon tags it: `dagster dev` on this instance then sees the
+    run key as already used by that sensor (the daemon matches run key *and* sensor name) and never reruns it."""
     job = defs.resolve_job_def(job_name)
     tags = {**(request.tags or {}), "dagster/run_key": request.run_key, "lora_pipelines/launched_by": "demo"}
+    if sensor_name:
+        tags["dagster/sensor_name"] = sensor_name
     run_config = {**(request.run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     result = job.execute_in_process(
         instance=instance, partition_key=request.partition_key, run_config=run_config, tags=tags,
@@ -110,9 +114,9 @@ def run_demo(home: Path) -> dict:
     with dg.instance_for_test() if os.environ.get("LORA_PIPELINES_DEMO_EPHEMERAL") else _instance() as instance:
         say("training: new_characters sensor → training_job per character × base model")
         for request in _run_requests(instance, defs, "new_characters", say):
-            _execute(instance, defs, "training_job", request, say)
+            _execute(instance, defs, "training_job", request, say, sensor_name="new_characters")
         for request in _run_requests(instance, defs, "training_completion", say):
-            _execute(instance, defs, "training_job", request, say)
+            _execute(instance, defs, "training_job", request, say, sensor_name="training_completion")
 
         jobs = GenerationJobsRepository(ctx.db)
         for name, model, prompt, count in GENERATIONS:
@@ -120,7 +124,7 @@ def run_demo(home: Path) -> dict:
             say(f"enqueued {count} {model} generation(s) for {name}: jobs {ids[0]}–{ids[-1]}")
         say("generation: pending_generations sensor → generation_job per batch (checks run with it)")
         for request in _run_requests(instance, defs, "pending_generations", say):
-            _execute(instance, defs, "generation_job", request, say)
+            _execute(instance, defs, "generation_job", request, say, sensor_name="pending_generations")
 
         say("report: report_job")
         _execute(instance, defs, "report_job", dg.RunRequest(run_key=f"demo-report-{time.time():.0f}"), say)

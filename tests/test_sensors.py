@@ -186,3 +186,23 @@ def test_an_orphaned_pending_job_is_requested_again_when_its_orphan_run_dies_too
     time.sleep(1.0)  # the run requested under that key died before claiming the job: its key is spent
     assert orphan_keys() == [f"gen-orphan:{job_id}:0:2"]
     assert jobs.claim(job_id, "test") is not None and jobs.finish(job_id, "failed", error="test over")
+
+
+def test_demo_runs_are_tagged_so_the_daemon_never_reruns_their_keys(world, faces_dir):
+    """The sensor daemon treats a run key as used only by a run tagged with the same sensor name: the demo's
+    runs must carry it, or `dagster dev` on the demo's instance would request every demo run again."""
+    from lora_pipelines.demo import _execute
+
+    character = world.add_character("Demo Tagged", person_photos(faces_dir, "matt_damon")[:1], lora_enabled=False)
+    jobs = GenerationJobsRepository(world.ctx.db)
+    [job_id] = jobs.enqueue(character.id, "flux", "a portrait")
+    assert jobs.claim(job_id, "test") is not None and jobs.finish(job_id, "failed", error="done elsewhere")
+    request = dg.RunRequest(run_key=f"gen:{job_id}-{job_id}:1",
+                            run_config={"ops": {"generation_outputs": {"config": {"job_ids": [job_id]}}}})
+
+    assert _execute(world.instance, world.defs, "generation_job", request, lambda _message: None,
+                    sensor_name="pending_generations")
+
+    [run] = world.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}))
+    assert run.tags.get("dagster/sensor_name") == "pending_generations"
+    assert jobs.get(job_id).status == "failed", "a finished job is not generated again"
