@@ -99,6 +99,10 @@ def test_metadata_is_tried_in_order_and_unknown_when_nothing_matches():
      "not a string"),
     (raw_file({"__metadata__": {"x": "y"}}), "no tensors"),
     (pickle.dumps({"lora": [1.0, 2.0]}, protocol=2), "looks like a pickle/PyTorch zip"),
+    # json.loads raises RecursionError / a plain ValueError on these, which no caller catches
+    (raw_file(b"[" * 100_000 + b"]" * 100_000), "nested too deeply"),
+    (raw_file(b'{"w": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 4]}}', b"\0" * 4),
+     "unreadable value"),
 ])
 def test_hostile_files_are_refused_with_a_reason(data, reason):
     with pytest.raises(InvalidLoraFileError, match=reason.replace("(", r"\(")):

@@ -115,6 +115,10 @@ def _read_header(fh: BinaryIO, size: int) -> _Header:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidLoraFileError(f"header is not JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        raise InvalidLoraFileError("header JSON is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int-string digit limit
+        raise InvalidLoraFileError(f"header JSON has an unreadable value ({str(exc)[:80]})") from None
     if not isinstance(parsed, dict):
         raise InvalidLoraFileError(f"header is a JSON {type(parsed).__name__}, not an object")
     metadata = _check_metadata(parsed.pop("__metadata__", {}))
