@@ -139,3 +139,13 @@ def test_a_callback_that_only_reports_the_base_model():
     assert (used.lora, used.trigger_word) == (candidate, "anna_person")
     skipped = select_lora(ANNA, get_model("flux"), [candidate], lambda c: InspectOutcome.success("qwen-image"))
     assert skipped.reason == "base_model_mismatch" and skipped.detail.endswith("its file is for qwen-image")
+
+
+def test_ties_on_finished_at_go_to_the_higher_database_id():
+    """Rows that became ready at the same moment (or never recorded when): the later row wins, 10 after 9."""
+    flux = lora_bytes("flux")
+    candidates = [LoraCandidate(id=i, base_model="flux", trigger_word="anna_person", finished_at=finished)
+                  for finished in (None, T0) for i in (9, 10)]
+    for same_time in (candidates[:2], candidates[2:]):
+        selection = select_lora(ANNA, get_model("flux"), same_time, lambda c: InspectOutcome.success(inspect_lora_bytes(flux)))
+        assert selection.lora is not None and selection.lora.id == 10

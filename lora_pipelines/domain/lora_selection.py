@@ -108,10 +108,12 @@ def _skip(reason: str, detail: str, inspection: LoraInspection | None = None) ->
     return LoraSelection(lora=None, reason=reason, detail=detail, inspection=inspection)
 
 
-def _recency(candidate: LoraCandidate) -> tuple[bool, float, str]:
-    """Newest first by finished_at (rows without one are oldest), then by id."""
+def _recency(candidate: LoraCandidate) -> tuple[bool, float, int, str]:
+    """Newest first by finished_at (rows without one are oldest), then by id: numerically for database ids, so
+    id 10 is newer than id 9, as in `find_ready_by_character_id`."""
     finished = candidate.finished_at
-    return (finished is not None, finished.timestamp() if finished else 0.0, str(candidate.id))
+    key = str(candidate.id)
+    return (finished is not None, finished.timestamp() if finished else 0.0, len(key) if key.isdigit() else 0, key)
 
 
 def select_lora(
