@@ -188,3 +188,31 @@ def test_generate_cli_with_wait_prints_the_outputs(world):
         assert job["prompt"] == f"{world.katy.trigger_word}, {PROMPT}"
         assert len(job["output_uris"]) == 1 and job["output_uris"][0].startswith("file://")
         assert (world.home / "objects" / job["output_keys"][0]).stat().st_size > 0
+
+
+def test_generate_cli_with_wait_waits_for_jobs_another_worker_claimed(world, monkeypatch):
+    """--wait prints final jobs: one the sensor's run claimed first is waited for, not printed while running."""
+    import threading
+
+    from lora_pipelines.cli import main
+    from lora_pipelines.services import generation as generation_svc
+
+    def claimed_elsewhere(ctx, job_id, worker, finish_after_s):
+        repo = GenerationJobsRepository(ctx.db)
+        assert repo.claim(job_id, "sensor-run") is not None
+        if finish_after_s is not None:
+            threading.Timer(finish_after_s, repo.finish, args=(job_id, "failed"), kwargs={"error": "ran elsewhere"}).start()
+        return None
+
+    args = ["generate", "--character", str(world.katy.id), "--model", "flux", "--prompt", PROMPT, "--wait"]
+    monkeypatch.setattr(generation_svc, "run_generation_job", lambda c, j, worker: claimed_elsewhere(c, j, worker, 0.5))
+    waited = CliRunner().invoke(main, [*args, "--timeout", "30"])
+    monkeypatch.setattr(generation_svc, "run_generation_job", lambda c, j, worker: claimed_elsewhere(c, j, worker, None))
+    timed_out = CliRunner().invoke(main, [*args, "--timeout", "1"])
+
+    assert waited.exit_code == 0, waited.output
+    [printed] = [json.loads(line) for line in waited.output.strip().splitlines()[1:]]
+    assert printed["status"] == "failed" and printed["error"] == "ran elsewhere"
+    assert timed_out.exit_code != 0 and "still running elsewhere" in timed_out.output
+    [stuck] = [int(i) for i in timed_out.output.splitlines()[0].rsplit(" ", 1)[1].split(",")]
+    GenerationJobsRepository(world.ctx.db).finish(stuck, "failed", error="test over")

@@ -43,8 +43,21 @@ def generate(character_id: int, model: str, prompt: str, count: int, wait: bool,
         if time.monotonic() > deadline:
             raise click.ClickException(f"timed out after {timeout:.0f}s")
         run_generation_job(ctx, job_id, worker="cli")
+    # a job another worker (the pending_generations sensor's run) claimed first is finished there: wait for it
+    finished = {}
+    while True:
+        for job_id in ids:
+            job = finished.get(job_id) or jobs.get(job_id)
+            if job.status in ("succeeded", "failed"):
+                finished[job_id] = job
+        if len(finished) == len(ids):
+            break
+        if time.monotonic() > deadline:
+            waiting = ", ".join(str(i) for i in ids if i not in finished)
+            raise click.ClickException(f"timed out after {timeout:.0f}s; jobs {waiting} are still running elsewhere")
+        time.sleep(0.5)
     for job_id in ids:
-        job = jobs.get(job_id)
+        job = finished[job_id]
         click.echo(json.dumps({
             "id": job.id, "status": job.status, "mode": job.mode, "lora_model_id": job.lora_model_id,
             "trigger_word": job.trigger_word, "lora_skipped_reason": job.lora_skipped_reason,
