@@ -199,3 +199,97 @@ def test_comfyui_wait_is_bounded(sim, faults):
 def test_endpoint_url_placeholder():
     assert endpoint_url("https://ws--{route}.modal.run", "flux-lora") == "https://ws--flux-lora.modal.run"
     assert endpoint_url("http://127.0.0.1:8189/", "face-swap") == "http://127.0.0.1:8189/face-swap"
+
+
+class _Recorder:
+    """A plain HTTP server on localhost answering scripted routes and recording each request's headers."""
+
+    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+        import http.server
+        import threading
+
+        self.routes, self.seen = routes, []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.seen.append((self.command, self.path, dict(self.headers)))
+                status, headers, body = recorder.routes.get(self.path, (404, {}, b"{}"))
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value.replace("{self}", recorder.url))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _response_json() -> bytes:
+    from lora_pipelines.gpu.schemas import GenerateResponse
+
+    return GenerateResponse(image_b64="aGk=", mode="standard", model="z-image-turbo", prompt="a lighthouse", seed=1,
+                            backend="modal", duration_ms=1.0).model_dump_json().encode()
+
+
+def test_modal_credentials_follow_a_redirect_to_the_same_origin_only():
+    """Modal answers a slow endpoint with 303 to a result URL on its own host; a redirect elsewhere must not
+    carry Modal-Key / Modal-Secret (httpx itself strips only Authorization)."""
+    elsewhere = _Recorder({"/result": (200, {}, _response_json())})
+    modal = _Recorder({"/standard": (303, {"Location": "{self}/result"}, b""),
+                       "/result": (200, {}, _response_json()),
+                       "/away/standard": (303, {"Location": f"{elsewhere.url}/result"}, b"")})
+    try:
+        same = ModalEndpointsClient(modal.url, key=MODAL_KEY, secret=MODAL_SECRET, timeout_s=5)
+        assert same.generate("standard", SMALL).backend == "modal"
+        away = ModalEndpointsClient(f"{modal.url}/away", key=MODAL_KEY, secret=MODAL_SECRET, timeout_s=5)
+        assert away.generate("standard", SMALL).backend == "modal"
+    finally:
+        modal.close()
+        elsewhere.close()
+    followed = [(method, path, headers.get("Modal-Key"), headers.get("Modal-Secret")) for method, path, headers in modal.seen]
+    assert followed == [("POST", "/standard", MODAL_KEY, MODAL_SECRET), ("GET", "/result", MODAL_KEY, MODAL_SECRET),
+                        ("POST", "/away/standard", MODAL_KEY, MODAL_SECRET)]
+    assert [path for _, path, _ in elsewhere.seen] == ["/result"]
+    assert not {"modal-key", "modal-secret"} & {name.lower() for name in elsewhere.seen[0][2]}
+
+
+def test_an_answer_outside_the_shared_schema_is_a_malformed_response_not_retried():
+    from lora_pipelines.gpu.errors import GpuMalformedResponseError
+
+    server = _Recorder({"/standard": (200, {}, b'{"image_b64": "aGk=", "mode": "standard"}'),
+                        "/functions/lora-training/train_lora/spawn": (200, {}, b'{"call": "fc-1"}'),
+                        "/function-calls/fc-1": (200, {}, b'{"call_id": "fc-1", "state": "sleeping"}')})
+    try:
+        with pytest.raises(GpuMalformedResponseError, match="GenerateResponse") as caught:
+            ModalEndpointsClient(server.url, timeout_s=5).generate("standard", SMALL)
+        assert caught.value.endpoint == "/standard" and "model" in str(caught.value)
+        training = SimulatedTrainingBackend(server.url, timeout_s=5)
+        with pytest.raises(GpuMalformedResponseError, match="SpawnResponse"):
+            training.submit_training(_spec())
+        with pytest.raises(GpuMalformedResponseError, match="state") as polled:
+            training.poll("fc-1")
+        assert polled.value.call_id == "fc-1"
+    finally:
+        server.close()
+    assert [path for _, path, _ in server.seen].count("/standard") == 1
+
+
+def _spec():
+    from lora_pipelines.gpu.schemas import TrainingSpec
+
+    return TrainingSpec(character_id="7", lora_model_id="41", base_model="flux", dataset_url="https://r2.example/d.zip",
+                        dataset_sha256="a" * 64, trigger_word="jnfrstn",
+                        output_key="loras/flux-character-7/41.safetensors", idempotency_key="7:flux:abc:attempt1")

@@ -3,10 +3,9 @@ with Modal's proxy-auth headers. The simulated service speaks the same routes, s
 
 from __future__ import annotations
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from lora_pipelines.gpu.base import GENERATION_ROUTES
-from lora_pipelines.gpu.errors import GpuTransientError
 from lora_pipelines.gpu.http import RetryingHttp
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse
 
@@ -43,11 +42,7 @@ class ModalEndpointsClient:
 
     def _post(self, route: str, body: dict) -> GenerateResponse:
         data = self.http.json("POST", endpoint_url(self.base_url, route), endpoint=f"/{route}", json=body)
-        try:
-            return GenerateResponse.model_validate(data)
-        except ValidationError as exc:
-            raise GpuTransientError(f"response does not match GenerateResponse: {exc.errors()[0]['msg']}",
-                                    backend=self.name, endpoint=f"/{route}") from None
+        return self.http.parse(GenerateResponse, data, endpoint=f"/{route}")
 
     def close(self) -> None:
         self.http.close()

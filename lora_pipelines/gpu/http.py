@@ -6,15 +6,26 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential_jitter
 
-from lora_pipelines.gpu.errors import GpuBackendError, GpuPermanentError, GpuTimeoutError, GpuTransientError, scrub
+from lora_pipelines.gpu.errors import (
+    GpuBackendError,
+    GpuMalformedResponseError,
+    GpuPermanentError,
+    GpuTimeoutError,
+    GpuTransientError,
+    scrub,
+)
+
+M = TypeVar("M", bound=BaseModel)
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_REDIRECTS = 5
 
 
 class RetryingHttp:
@@ -30,8 +41,11 @@ class RetryingHttp:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._secrets = [s for s in secrets if s]
+        # `headers` are credentials for this service (Modal-Key / Modal-Secret): httpx would forward them on a
+        # redirect to another host (it strips only Authorization), so redirects are followed here instead.
+        self._credential_headers = list(headers or {})
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=dict(headers or {}), transport=transport,
-                                    follow_redirects=True)
+                                    follow_redirects=False)
 
     def close(self) -> None:
         self._client.close()
@@ -48,8 +62,7 @@ class RetryingHttp:
 
         def once() -> httpx.Response:
             try:
-                response = self._client.request(method, self.url(path), timeout=timeout, **kwargs)
-                response.read()
+                response = self._send(method, self.url(path), endpoint, timeout=timeout, **kwargs)
             except httpx.TimeoutException as exc:
                 raise GpuTimeoutError(f"no answer within {timeout:g}s ({type(exc).__name__})", backend=self.backend,
                                       endpoint=endpoint, call_id=call_id) from None
@@ -83,6 +96,33 @@ class RetryingHttp:
         except _Truncated as exc:
             raise GpuTransientError(f"response body is not complete JSON ({exc})", backend=self.backend,
                                     endpoint=endpoint, call_id=call_id) from None
+
+    def parse(self, model: type[M], data: Any, *, endpoint: str, call_id: str | None = None) -> M:
+        """`data` as `model`, or GpuMalformedResponseError naming the first field that does not fit."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the body"
+            raise GpuMalformedResponseError(f"malformed response: {model.__name__} {where}: {first['msg']}",
+                                            backend=self.backend, endpoint=endpoint, call_id=call_id) from None
+
+    def _send(self, method: str, url: str, endpoint: str, **kwargs: Any) -> httpx.Response:
+        """One request, following redirects (Modal answers a slow endpoint with a 303 to its result URL);
+        the credential headers go only to the origin they were configured for."""
+        response = self._client.request(method, url, **kwargs)
+        response.read()
+        origin = response.request.url
+        for _ in range(MAX_REDIRECTS):
+            following = response.next_request
+            if following is None:
+                return response
+            if (following.url.scheme, following.url.host, following.url.port) != (origin.scheme, origin.host, origin.port):
+                for name in self._credential_headers:
+                    following.headers.pop(name, None)
+            response = self._client.send(following)
+            response.read()
+        raise GpuPermanentError(f"more than {MAX_REDIRECTS} redirects", backend=self.backend, endpoint=endpoint)
 
     def _clean(self, text: str) -> str:
         return scrub(text, self._secrets)

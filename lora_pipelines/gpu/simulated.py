@@ -22,13 +22,13 @@ class SimulatedTrainingBackend:
     def submit_training(self, spec: TrainingSpec) -> str:
         body = self.http.json("POST", f"/functions/{self.app}/{self.function}/spawn", endpoint="spawn",
                               json=spec.model_dump(mode="json"))
-        return SpawnResponse.model_validate(body).call_id
+        return self.http.parse(SpawnResponse, body, endpoint="spawn").call_id
 
     def poll(self, call_id: str) -> TrainingPoll:
         body = self.http.json("GET", f"/function-calls/{call_id}", endpoint="poll", call_id=call_id, ok_statuses=(404,))
         if isinstance(body, dict) and "state" not in body:  # 404: the service no longer knows the call
             return TrainingPoll(call_id=call_id, state="lost", error=f"call not found: {body.get('error', 'unknown')}")
-        return TrainingPoll.model_validate(body)
+        return self.http.parse(TrainingPoll, body, endpoint="poll", call_id=call_id)
 
     def cancel(self, call_id: str) -> None:
         self.http.request("POST", f"/function-calls/{call_id}/cancel", endpoint="cancel", call_id=call_id,
