@@ -220,3 +220,36 @@ def test_stat_reports_utc_modification_time(store: ObjectStore) -> None:
     modified = store.stat("a/now.bin").last_modified
     assert modified.utcoffset() == timedelta(0)
     assert abs(datetime.now(timezone.utc) - modified) < timedelta(minutes=5)
+
+
+def test_s3_requests_carry_no_checksum_headers_r2_refuses(s3_bucket, tmp_path: Path) -> None:
+    """boto3 >= 1.36 adds CRC32 checksums (x-amz-checksum-*, aws-chunked trailers) that R2 rejects; single and
+    multipart uploads must send none of them."""
+    endpoint, bucket = s3_bucket
+    store = S3ObjectStore(bucket, endpoint_url=endpoint, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    sent: list[tuple[str, dict[str, str]]] = []
+    store.client.meta.events.register(
+        "before-send.s3.*", lambda request, **_: sent.append((request.url, {k.lower(): str(v) for k, v in request.headers.items()}))
+    )
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(6 * MIB))
+
+    store.put_bytes("r2/small.bin", b"small")
+    store.put_file("r2/big.bin", source)
+
+    assert len(sent) >= 5  # put + verify read, create + 2 parts + complete + verify read
+    for url, headers in sent:
+        offending = {k: v for k, v in headers.items()
+                     if k.startswith("x-amz-checksum-") or k in {"x-amz-sdk-checksum-algorithm", "x-amz-trailer"}}
+        assert not offending, f"{url} sent {offending}"
+        assert "aws-chunked" not in headers.get("content-encoding", ""), url
+
+
+def test_s3_region_is_auto_for_an_endpoint_and_left_to_boto3_for_aws(monkeypatch) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    r2 = S3ObjectStore("bucket", endpoint_url="https://account.r2.cloudflarestorage.com")
+    assert r2.client.meta.region_name == "auto"
+    aws = S3ObjectStore("bucket")
+    assert aws.client.meta.region_name != "auto"  # "auto" would make boto3 call s3.auto.amazonaws.com
+    assert "s3.auto." not in aws.client.meta.endpoint_url

@@ -61,7 +61,9 @@ class S3ObjectStore(ObjectStore):
         if prefix:
             validate_key(prefix)
         self.bucket, self.prefix, self.endpoint_url = bucket, prefix, endpoint_url
-        self.region_name = region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "auto"
+        # R2 signs with region "auto"; AWS itself has no such region, so without an endpoint boto3's chain decides
+        env_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        self.region_name = region_name or env_region or ("auto" if endpoint_url else None)
         self.verify_uploads = verify_uploads
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         config = Config(
