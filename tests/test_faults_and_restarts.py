@@ -375,3 +375,39 @@ def test_a_dropped_postgres_connection_leaves_no_half_written_job(trained_world,
         assert done.status == "succeeded" and len(done.output_keys) == 1 and done.attempts == 1
         admin.dispose()
         db.engine.dispose()
+
+
+# ---------------------------------------------------------------- a crash while resubmitting a lost call
+
+
+def test_a_crash_while_resubmitting_a_lost_call_does_not_use_up_the_retry(trained_world, faces_dir, monkeypatch):
+    world = trained_world
+    with world.active():
+        world.set_faults({})
+        character = world.add_character("Katy Resubmit Crash", person_photos(faces_dir, "katy_perry"))
+        descriptor = training_svc.prepare_dataset(world.ctx, character.id, "flux")
+        repo = LoraModelsRepository(world.ctx.db)
+        row = repo.create(character_id=character.id, base_model="flux", trigger_word=character.trigger_word,
+                          idempotency_key=f"resubmit-crash:{character.id}", dataset_hash=descriptor.dataset_hash,
+                          training_model="ai-toolkit")
+        row = repo.transition(row.id, "training", gpu_call_id="fc-lost-before-crash", job_id=str(row.id),
+                              backend="simulated")
+        training = world.ctx.gpu.training
+
+        def die(spec):
+            raise RuntimeError("the run process died while submitting")
+
+        monkeypatch.setattr(training, "submit_training", die)
+        with pytest.raises(RuntimeError, match="died"):
+            training_svc.wait_for_training(world.ctx, row.id, descriptor, timeout_s=30, poll_interval_s=0.2)
+        monkeypatch.undo()
+        crashed = repo.get(row.id)
+        assert (crashed.status, crashed.attempt, crashed.gpu_call_id) == ("training", 1, "fc-lost-before-crash")
+
+        spawns = world.spawns()
+        result = training_svc.wait_for_training(world.ctx, row.id, descriptor, timeout_s=60, poll_interval_s=0.2)
+
+        assert result is not None, repo.get(row.id).error
+        assert world.spawns() == spawns + 1
+        assert repo.get(row.id).attempt == 2
+        assert training_svc.publish_artifact(world.ctx, row.id, result).passed

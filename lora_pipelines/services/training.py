@@ -201,11 +201,16 @@ def wait_for_training(
 
 
 def resubmit_lost(ctx: PipelineContext, row, descriptor: DatasetDescriptor):
-    """A lost call is submitted again under the next attempt's idempotency key, exactly once per attempt."""
-    repo = LoraModelsRepository(ctx.db)
-    row = repo.update_fields(row.id, attempt=row.attempt + 1, error=f"GPU call {row.gpu_call_id} was lost; resubmitted")
-    call_id = ctx.gpu.training.submit_training(_spec(ctx, row, descriptor))
-    return repo.update_fields(row.id, gpu_call_id=call_id)
+    """A lost call is submitted again under the next attempt's idempotency key, exactly once per attempt.
+
+    Submitted before the row counts the attempt: a crash in between submits again under the same key (the
+    backend returns the same call) instead of counting an attempt that never reached the GPU.
+    """
+    retry = replace(row, attempt=row.attempt + 1)
+    call_id = ctx.gpu.training.submit_training(_spec(ctx, retry, descriptor))
+    return LoraModelsRepository(ctx.db).update_fields(
+        row.id, attempt=retry.attempt, gpu_call_id=call_id, error=f"GPU call {row.gpu_call_id} was lost; resubmitted"
+    )
 
 
 @dataclass
