@@ -243,6 +243,11 @@ class FaultyStore(LocalObjectStore):
             Path(dest_path).write_bytes(data[: len(data) - 4096])
         return info
 
+    def get_bytes(self, key):
+        if "/photos/" in key and self.mode == "fail_photo_read":
+            raise ObjectStoreError(f"read of {key} failed: connection reset")
+        return super().get_bytes(key)
+
     def sha256(self, key):
         if self._is_lora(key) and self.mode == "truncate_download":
             import hashlib
@@ -411,3 +416,24 @@ def test_a_crash_while_resubmitting_a_lost_call_does_not_use_up_the_retry(traine
         assert world.spawns() == spawns + 1
         assert repo.get(row.id).attempt == 2
         assert training_svc.publish_artifact(world.ctx, row.id, result).passed
+
+
+def test_an_unreadable_reference_photo_falls_back_to_standard_generation(trained_world, faces_dir):
+    world = trained_world
+    with world.active():
+        world.set_faults({})
+        character = world.add_character("Jennifer Unreadable", person_photos(faces_dir, "jennifer_aniston")[:1],
+                                        lora_enabled=False)
+        ctx = PipelineContext(settings=world.ctx.settings, db=world.ctx.db,
+                              store=FaultyStore(world.home / "objects", "fail_photo_read"), _gpu=world.ctx.gpu)
+        ctx.__dict__["analyzer"] = world.ctx.analyzer
+        jobs = GenerationJobsRepository(world.ctx.db)
+        [job_id] = jobs.enqueue(character.id, "qwen-image", "a portrait")
+
+        outcome = run_generation_job(ctx, job_id, worker="test")
+
+        job = jobs.get(job_id)
+        assert outcome is not None and job.status == "succeeded" and job.mode == "standard"
+        assert "connection reset" in job.input_metadata["referencePhotoError"]
+        assert len(job.output_keys) == 1
+        assert job.face_count is None and "connection reset" in job.input_metadata["faceScoreError"]

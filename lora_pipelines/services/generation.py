@@ -140,7 +140,12 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
         return GenerationOutcome(job.id, "failed")
     character = CharactersRepository(ctx.db).get(job.character_id)
     selection = get_lora_for_generation(ctx, job.character_id, model.name)
-    reference = ctx.store.get_bytes(character.photo_keys[0]) if character and character.photo_keys else None
+    reference, reference_error = None, None
+    if character and character.photo_keys:
+        try:
+            reference = ctx.store.get_bytes(character.photo_keys[0])
+        except Exception as exc:  # noqa: BLE001 - an unreadable reference photo only skips face swap
+            reference_error = f"{exc.__class__.__name__}: {exc}"[:500]
 
     chain: list[tuple[str, Route]] = []
     if selection.lora is not None:
@@ -181,6 +186,8 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
         "routes": [asdict(a) for a in attempts],
         "fallback": mode != "lora" and rendered is not None,
     }
+    if reference_error:
+        metadata["referencePhotoError"] = reference_error
     if rendered is None:
         jobs.finish(job.id, "failed", error="every route failed: " + "; ".join(a.error or "" for a in attempts),
                     input_metadata={**job.input_metadata, **metadata}, lora_skipped_reason=skipped)
@@ -195,5 +202,8 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
         input_metadata={**job.input_metadata, **metadata},
     )
     if character is not None:
-        score_job_output(ctx, job.id, character, rendered.image)
+        try:
+            score_job_output(ctx, job.id, character, rendered.image)
+        except Exception as exc:  # noqa: BLE001 - the job succeeded; it stays unscored and says why
+            jobs.merge_input_metadata(job.id, {"faceScoreError": f"{exc.__class__.__name__}: {exc}"[:500]})
     return GenerationOutcome(job.id, "succeeded", mode, lora_id, trigger, skipped, attempts)
