@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from lora_pipelines.domain.keys import InvalidIdError
 from lora_pipelines.store.database import Database
@@ -219,7 +218,7 @@ def test_create_is_get_or_create_by_idempotency_key(repos) -> None:
     assert loras.find_by_idempotency_key("char-1:flux:hash1:1") == first
     with pytest.raises(IdempotencyConflictError, match="char-1:flux:hash1:1"):
         loras.create(character.id, "qwen-image", character.trigger_word, "char-1:flux:hash1:1")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(RecordNotFoundError, match=f"characters {character.id + 999} does not exist"):
         loras.create(character.id + 999, "flux", "ohwx_x", "other-key")  # no such character
 
 

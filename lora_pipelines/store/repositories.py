@@ -57,7 +57,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class RecordNotFoundError(LookupError):
-    """The row an update names does not exist."""
+    """The row an update (or a new row's foreign key) names does not exist."""
 
 
 class IdempotencyConflictError(ValueError):
@@ -398,6 +398,8 @@ class LoraModelsRepository:
                 # lost a race to another creator, or the character does not exist
                 existing = self.find_by_idempotency_key(idempotency_key)
                 if existing is None:
+                    if CharactersRepository(self.db).get(character_id) is None:
+                        raise RecordNotFoundError(f"characters {character_id} does not exist") from None
                     raise
         if (existing.character_id, existing.base_model) != (character_id, base_model):
             raise IdempotencyConflictError(
