@@ -111,7 +111,9 @@ def run_demo(home: Path) -> dict:
         say(f"character {characters[name].id} {name}: {len(characters[name].photo_keys)} photos, "
             f"LoRA {'enabled' if lora_enabled else 'disabled'}" + (f", skipped {skipped}" if skipped else ""))
 
-    with dg.instance_for_test() if os.environ.get("LORA_PIPELINES_DEMO_EPHEMERAL") else _instance() as instance:
+    # the persistent instance in DAGSTER_HOME (so `dagster dev` shows the runs); an in-memory one on request
+    ephemeral = bool(os.environ.get("LORA_PIPELINES_DEMO_EPHEMERAL"))
+    with dg.DagsterInstance.ephemeral() if ephemeral else dg.DagsterInstance.get() as instance:
         say("training: new_characters sensor → training_job per character × base model")
         for request in _run_requests(instance, defs, "new_characters", say):
             _execute(instance, defs, "training_job", request, say, sensor_name="new_characters")
@@ -138,8 +140,3 @@ def run_demo(home: Path) -> dict:
     say("done")
     return {"report": report_uri, "metrics": numbers, "seconds": round(time.monotonic() - say.started, 1)}
 
-
-def _instance():
-    import dagster as dg
-
-    return dg.DagsterInstance.get()
