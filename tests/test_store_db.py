@@ -20,7 +20,7 @@ from lora_pipelines.store.repositories import (
 )
 from lora_pipelines.store.status import IllegalStatusTransition, UnknownStatusError, check_generation_transition
 from lora_pipelines.store.tables import GenerationJobRow
-from lora_pipelines.store.trigger_words import InvalidTriggerWordError, trigger_word_for
+from lora_pipelines.domain.trigger_words import InvalidTriggerWordError, trigger_word_for
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

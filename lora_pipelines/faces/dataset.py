@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from lora_pipelines.domain.trigger_words import validate_trigger_word
 from lora_pipelines.faces.embeddings import DetectedFace, aligned_crop, default_analyzer, face_distance
 from lora_pipelines.faces.images import MAX_BYTES, MAX_PIXELS, ImageDecodeError, decode_image, to_png_bytes
 
@@ -31,7 +31,6 @@ IDENTITY_THRESHOLD = 0.6
 # Re-encoding or resizing one photo moves its embedding by <= 0.09 on the shared test photos;
 # two different photos of one person are >= 0.25 apart.
 DUPLICATE_DISTANCE = 0.15
-_TRIGGER_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\- ]{0,63}\Z")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -107,15 +106,6 @@ class TrainingDataset:
 def canonical_json(value: object, *, indent: int | None = None) -> str:
     separators = (",", ": ") if indent else (",", ":")
     return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=indent, separators=separators)
-
-
-def validate_trigger_word(trigger_word: str) -> str:
-    if not isinstance(trigger_word, str) or not _TRIGGER_WORD.match(trigger_word) or trigger_word != trigger_word.strip():
-        raise ValueError(
-            f"invalid trigger word {trigger_word!r}: use 1-64 letters, digits, '_', '-' or inner spaces, "
-            "starting with a letter or digit"
-        )
-    return trigger_word
 
 
 @dataclass

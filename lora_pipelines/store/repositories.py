@@ -48,7 +48,7 @@ from lora_pipelines.store.tables import (
     UTCDateTime,
     utcnow,
 )
-from lora_pipelines.store.trigger_words import trigger_word_for, validate_trigger_word
+from lora_pipelines.domain.trigger_words import trigger_word_for, validate_trigger_word
 
 MAX_NAME_LENGTH = 200
 MAX_PAGE = 10_000
