@@ -322,6 +322,19 @@ def test_upload_failure_keeps_the_volume_copy_and_says_so(faces_dir, tmp_path, m
     assert missing_secret.object_key is None and "R2_ENDPOINT_URL" in missing_secret.upload_error
 
 
+@pytest.mark.parametrize("output_key", ["../../etc/cron.d/x.safetensors", "/etc/x.safetensors",
+                                        "loras/../../outside.safetensors", "loras/flux-character-1/.hidden.safetensors",
+                                        "loras/flux-character-1/41.safetensors/../x", "loras/41.safetensors"])
+def test_an_output_key_outside_the_lora_layout_is_refused_before_anything_is_written(tmp_path, output_key):
+    from pydantic import ValidationError
+
+    trainer = StandInTrainer()
+    with pytest.raises(ValidationError, match="output_key"):
+        run_training(spec_dict(output_key=output_key), work_dir=tmp_path / "work", volume_root=tmp_path / "vol",
+                     trainer=trainer, uploader_factory=lambda: None)
+    assert trainer.configs == [] and not list(tmp_path.rglob("*"))
+
+
 # ---------------------------------------------------------------- LoRA cache
 
 @pytest.fixture()

@@ -16,6 +16,7 @@ TrainingState = Literal["queued", "running", "succeeded", "failed", "lost"]
 GenerationMode = Literal["lora", "face_swap", "standard"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_LORA_KEY = r"^loras/[A-Za-z0-9][A-Za-z0-9._-]{0,200}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.safetensors$"
 
 
 class _Strict(BaseModel):
@@ -31,7 +32,9 @@ class TrainingSpec(_Strict):
     dataset_url: str = Field(description="URL of the dataset zip (images + captions + manifest.json)")
     dataset_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     trigger_word: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    output_key: str = Field(description="object key the artifact belongs at: loras/{model}-character-{id}/{jobId}.safetensors")
+    # The Modal app writes the file at {volume}/{output_key}: a pattern, so no key climbs out with '..' or '/'.
+    output_key: str = Field(pattern=_LORA_KEY,
+                            description="object key the artifact belongs at: loras/{model}-character-{id}/{jobId}.safetensors")
     steps: int = Field(default=1000, ge=1, le=20000)
     rank: int = Field(default=16, ge=1, le=256)
     learning_rate: float = Field(default=1e-4, gt=0, le=1e-2)
