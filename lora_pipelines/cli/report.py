@@ -41,11 +41,11 @@ def report(since_text: str | None) -> None:
     """Build today's LoRA quality report (markdown, HTML, plots, CSV) in the object store."""
     since = parse_since(since_text)
     from lora_pipelines.services.context import PipelineContext
-    from lora_pipelines.services.report import build_report
+    from lora_pipelines.services.report import build_report, utc_today
 
     ctx = PipelineContext.from_settings()
     ctx.db.upgrade()
-    built = build_report(ctx, day=date.today(), since=since)
+    built = build_report(ctx, day=utc_today(), since=since)
     click.echo(f"report: {built.report_uri}")
     click.echo(f"markdown: {ctx.store.uri(built.prefix + '/report.md')}")
     click.echo(f"window: {'since ' + built.since.isoformat() if built.since else 'all history'}; "

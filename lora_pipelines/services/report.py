@@ -110,6 +110,11 @@ class QualityReport:
 # --- entry point -----------------------------------------------------------------------------------------
 
 
+def utc_today() -> date:
+    """Reports are named by the UTC date, like every timestamp they count."""
+    return datetime.now(timezone.utc).date()
+
+
 def build_report(
     ctx: PipelineContext, *, day: date, since: date | datetime | None = None, instance: Any = None
 ) -> QualityReport:
