@@ -113,3 +113,17 @@ def test_a_running_call_reports_the_progress_the_training_app_wrote():
     unknown = backend(ProgressCaller(TimeoutError(), fails=True)).poll("fc-1")
     assert (unknown.state, unknown.progress) == ("running", None)
     assert backend(ScriptedCaller(TimeoutError())).poll("fc-1").progress is None
+
+
+class HangingProgressCaller(ScriptedCaller):
+    def progress(self, call_id: str):
+        threading.Event().wait(5)  # a modal.Dict read that never answers
+        return 50.0
+
+
+def test_a_hanging_progress_read_does_not_hang_the_poll():
+    b = backend(HangingProgressCaller(TimeoutError()), timeout_s=0.3)
+    started = time.monotonic()
+    polled = b.poll("fc-1")
+    assert (polled.state, polled.progress) == ("running", None)
+    assert time.monotonic() - started < 2

@@ -115,8 +115,10 @@ class ModalTrainingBackend:
     def _progress(self, call_id: str) -> float | None:
         """Advisory: a caller without progress, or any failure reading it, just means no percentage."""
         reader = getattr(self.caller, "progress", None)
-        try:
-            value = reader(call_id) if reader else None
+        if reader is None:
+            return None
+        try:  # bounded like every SDK call: a hanging modal.Dict read must not hang the poll
+            value = self._bounded("progress", call_id, lambda: reader(call_id))
         except Exception:  # noqa: BLE001
             return None
         return None if value is None else min(max(value, 0.0), 100.0)
@@ -144,25 +146,26 @@ class ModalTrainingBackend:
 
     def _call(self, endpoint: str, call_id: str | None, fn: Callable[[], T]) -> T:
         """Run one SDK call with a timeout; retry Modal's transient errors (connection, internal, exhausted)."""
-
-        def once() -> T:
-            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-            future = pool.submit(fn)
-            try:
-                return future.result(timeout=self.timeout_s)
-            except Exception as exc:
-                if not future.done():  # (the SDK's own builtin TimeoutError means "still running": passed on)
-                    raise GpuTimeoutError(f"no answer within {self.timeout_s:g}s", backend=self.name,
-                                          endpoint=endpoint, call_id=call_id) from None
-                if _names(exc) & _TRANSIENT and not isinstance(exc, TimeoutError):
-                    raise GpuTransientError(f"{type(exc).__name__}: {exc}", backend=self.name, endpoint=endpoint,
-                                            call_id=call_id) from None
-                raise
-            finally:
-                pool.shutdown(wait=False)
-
         return Retrying(retry=retry_if_exception_type(GpuTransientError), stop=stop_after_attempt(self.attempts),
-                        wait=wait_exponential_jitter(initial=0.5, max=8.0), reraise=True)(once)
+                        wait=wait_exponential_jitter(initial=0.5, max=8.0), reraise=True)(
+            lambda: self._bounded(endpoint, call_id, fn))
+
+    def _bounded(self, endpoint: str, call_id: str | None, fn: Callable[[], T]) -> T:
+        """One SDK call, given up after `timeout_s`; Modal's transient errors become GpuTransientError."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        future = pool.submit(fn)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except Exception as exc:
+            if not future.done():  # (the SDK's own builtin TimeoutError means "still running": passed on)
+                raise GpuTimeoutError(f"no answer within {self.timeout_s:g}s", backend=self.name,
+                                      endpoint=endpoint, call_id=call_id) from None
+            if _names(exc) & _TRANSIENT and not isinstance(exc, TimeoutError):
+                raise GpuTransientError(f"{type(exc).__name__}: {exc}", backend=self.name, endpoint=endpoint,
+                                        call_id=call_id) from None
+            raise
+        finally:
+            pool.shutdown(wait=False)
 
     def _keys(self) -> _KeyStore:
         return _KeyStore(self._calls, self.state_path)
