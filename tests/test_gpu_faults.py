@@ -184,6 +184,20 @@ def test_comfyui_unknown_node_type_is_refused_before_queueing(sim, faults):
     assert requests_to(sim, "prompt") == 0
 
 
+def test_comfyui_run_refuses_a_lora_missing_from_models_loras_before_queueing(sim, faults):
+    from lora_pipelines.gpu.comfyui import LoraNotOnPodError
+    from lora_pipelines.workflows.builders import build_workflow
+    from lora_pipelines.workflows.lora import insert_lora
+
+    faults({})
+    workflow = insert_lora(build_workflow("z-image-danrisi", "a cat", seed=1, steps=4, width=64, height=64),
+                           "not-delivered-77.safetensors")
+    with pytest.raises(LoraNotOnPodError, match="not-delivered-77.safetensors") as caught:
+        ComfyUIClient(sim.url).run(workflow, timeout_s=10)
+    assert caught.value.endpoint == "/models/loras"
+    assert requests_to(sim, "models") == 1 and requests_to(sim, "prompt") == 0
+
+
 def test_comfyui_wait_is_bounded(sim, faults):
     from lora_pipelines.workflows.builders import build_workflow
 

@@ -16,6 +16,10 @@ class UnknownNodeTypeError(GpuPermanentError):
     """The workflow uses node classes the server does not have (a missing custom node pack)."""
 
 
+class LoraNotOnPodError(GpuPermanentError):
+    """The workflow loads a LoRA file the server's models/loras folder does not list."""
+
+
 def _node_errors_summary(body: Any) -> str:
     if not isinstance(body, dict):
         return "prompt refused"
@@ -80,6 +84,22 @@ class ComfyUIClient:
         if missing:
             raise UnknownNodeTypeError(f"node types not installed on the server: {', '.join(missing)}",
                                        backend=self.name, endpoint="/object_info")
+
+    def check_loras_present(self, workflow: Mapping[str, Any]) -> None:
+        """Refuse, before queueing, a workflow whose LoRA loaders name a file `/models/loras` does not list."""
+        wanted = sorted({str(node.get("inputs", {}).get("lora_name")) for node in workflow.values()
+                         if isinstance(node, Mapping) and node.get("class_type") in ("LoraLoader", "LoraLoaderModelOnly")})
+        if not wanted:
+            return
+        missing = sorted(set(wanted) - set(self.list_loras()))
+        if missing:
+            raise LoraNotOnPodError(f"LoRA files not in the server's models/loras: {', '.join(missing)}",
+                                    backend=self.name, endpoint="/models/loras")
+
+    def preflight(self, workflow: Mapping[str, Any]) -> None:
+        """What to check before `POST /prompt`: node types (`/object_info`) and LoRA files (`/models/loras`)."""
+        self.check_node_types(workflow)
+        self.check_loras_present(workflow)
 
     def list_loras(self) -> list[str]:
         body = self.http.json("GET", "/models/loras", endpoint="/models/loras")
@@ -157,7 +177,8 @@ class ComfyUIClient:
         return images
 
     def run(self, workflow: Mapping[str, Any], timeout_s: float) -> tuple[str, list[bytes]]:
-        """Queue, wait, fetch: (prompt id, PNG bytes of every output image)."""
+        """Preflight, queue, wait, fetch: (prompt id, PNG bytes of every output image)."""
+        self.preflight(workflow)
         prompt_id = self.queue_prompt(workflow)
         self.wait(prompt_id, timeout_s)
         return prompt_id, self.fetch_outputs(prompt_id)
