@@ -158,6 +158,9 @@ def test_comfyui_applies_a_matching_lora_and_ignores_another_base_models(faces_d
     logs = [m[1]["message"] for m in history["status"]["messages"] if m[0] == "log"]
     assert any("lora key not loaded" in line for line in logs)
     assert png_text(mismatched)["backend"] == "simulated"
+    # history keeps ComfyUI's shape (meta per output node); the simulated marker rides in a status message
+    assert set(history["meta"]) == set(history["outputs"]) and all(m["node_id"] == n for n, m in history["meta"].items())
+    assert any(m[0] == "sim_info" and m[1]["backend"] == "simulated" for m in history["status"]["messages"])
 
 
 def test_comfyui_pulid_uses_the_uploaded_reference(faces_dir, sim, person):

@@ -423,7 +423,9 @@ class _ComfyQueue:
             else:
                 messages.append(["execution_error", {"prompt_id": prompt_id, **(error or {})}])
                 entry["status"] = {"status_str": "error", "completed": False, "messages": messages}
-            entry["meta"] = {"backend": "simulated"}
+            # Real shape: one entry per output node (the backend marker is in the sim_info message and the PNGs).
+            entry["meta"] = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
+                                       "real_node_id": node_id} for node_id in entry["outputs"]}
             self._running = []
 
 
