@@ -4,6 +4,7 @@ Request counts come from the service's own /_sim/stats, so "retried" and "not re
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 
 import httpx
@@ -307,3 +308,19 @@ def _spec():
     return TrainingSpec(character_id="7", lora_model_id="41", base_model="flux", dataset_url="https://r2.example/d.zip",
                         dataset_sha256="a" * 64, trigger_word="jnfrstn",
                         output_key="loras/flux-character-7/41.safetensors", idempotency_key="7:flux:abc:attempt1")
+
+
+def test_concurrent_artifact_fetches_to_one_path_all_succeed(sim, faults, faces_dir, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_gpu_support import trained_lora
+
+    trained = trained_lora(faces_dir, "flux")
+    faults({})
+    backend = SimulatedTrainingBackend(sim.url)
+    dest = tmp_path / "a.safetensors"
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda _: backend.fetch_artifact(trained.result, dest), range(16)))
+    assert set(paths) == {dest}
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == trained.result.sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]  # no temp file left behind

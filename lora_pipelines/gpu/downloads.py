@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -24,9 +25,13 @@ def download_verified(http: RetryingHttp, url: str, dest: Path, sha256: str | No
         if sha256 and digest != sha256:
             raise GpuTransientError(f"downloaded {len(body)} bytes with sha256 {digest[:12]}…, expected {sha256[:12]}…",
                                     backend=http.backend, endpoint=endpoint, call_id=call_id)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        tmp.write_bytes(body)
-        tmp.replace(dest)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")  # one per caller
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+            os.replace(tmp_name, dest)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
         return dest
 
     return Retrying(retry=retry_if_exception_type(GpuTransientError), stop=stop_after_attempt(attempts),
