@@ -167,7 +167,9 @@ def test_a_backend_failing_every_lora_call_still_succeeds_through_fallback(world
     flux_errors = [j.input_metadata["routes"][0]["error"] for j in _jobs(world, ids) if j.model == "flux"]
     comfy_errors = [j.input_metadata["routes"][0]["error"] for j in _jobs(world, ids) if j.model == "z-image-turbo"]
     assert all("503" in e for e in flux_errors), flux_errors
-    assert all("value_not_in_list" in e or "lora_name" in e for e in comfy_errors), comfy_errors
+    # the pre-queue check of GET /models/loras refuses it before ComfyUI would (value_not_in_list)
+    zimage_lora = _ready(world, world.katy.id, "z-image-turbo").id
+    assert all("LoraNotOnPodError" in e and f"{zimage_lora}.safetensors" in e for e in comfy_errors), comfy_errors
     assert world.stats()["statuses"]["flux-lora"].get("503", 0) >= 2
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from lora_pipelines.domain.keys import generation_output_key
@@ -95,7 +96,7 @@ def _via_endpoint(ctx: PipelineContext, route: Route, mode: str, model: ModelEnt
 
 def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntry, prompt: str, seed: int,
                  selection: LoraSelection | None, reference: bytes | None) -> Rendered:
-    from lora_pipelines.gpu.pod_cache import ensure_lora_on_pod
+    from lora_pipelines.gpu.pod_cache import use_lora
     from lora_pipelines.workflows.builders import build_workflow
     from lora_pipelines.workflows.lora import insert_lora
 
@@ -105,21 +106,23 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
     reference_name = comfy.upload_image(reference, f"reference-{seed}.png") if mode == "face_swap" else None
     workflow = build_workflow(route.target, prompt, seed=seed, width=GENERATION_SIZE, height=GENERATION_SIZE,
                               reference_image=reference_name)
-    if mode == "lora":
-        lora = selection.lora
-        ensure_lora_on_pod(
-            str(lora.id), lora.sha256, lambda dest: ctx.store.download_file(lora.model_path, dest),
-            ctx.gpu.loras_root, ctx.settings.comfyui_lora_cache_bytes,
-        )
-        workflow = insert_lora(workflow, f"{lora.id}.safetensors", model.default_strength_model,
-                               model.default_strength_clip)
-    comfy.check_node_types(workflow)
-    prompt_id = comfy.queue_prompt(workflow)
-    comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
-    images = comfy.fetch_outputs(prompt_id)
+    with ExitStack() as in_use:
+        if mode == "lora":
+            lora = selection.lora
+            # the file stays on the pod (never evicted) until ComfyUI has run the prompt
+            in_use.enter_context(use_lora(
+                str(lora.id), lora.sha256, lambda dest: ctx.store.download_file(lora.model_path, dest),
+                ctx.gpu.loras_root, ctx.settings.comfyui_lora_cache_bytes,
+            ))
+            workflow = insert_lora(workflow, f"{lora.id}.safetensors", model.default_strength_model,
+                                   model.default_strength_clip)
+        comfy.preflight(workflow)  # node types against /object_info, LoRA files against /models/loras
+        prompt_id = comfy.queue_prompt(workflow)
+        comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
+        images = comfy.fetch_outputs(prompt_id)
     if not images:
         raise RuntimeError(f"ComfyUI prompt {prompt_id} produced no image")
-    return Rendered(images[0], ctx.gpu.backend_name if ctx.gpu.backend_name != "modal" else "comfyui", prompt)
+    return Rendered(images[0], "simulated" if ctx.gpu.backend_name == "simulated" else "comfyui", prompt)
 
 
 def _render(ctx, route: Route, *args) -> Rendered:

@@ -33,6 +33,6 @@ def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
              "photo_keys": list(c.photo_keys), "loras": [_lora(r) for r in loras.find_by_character_id(c.id)]}
             for c in characters
         ],
-        "generation_jobs": [_job(j) for j in GenerationJobsRepository(ctx.db).list(limit=limit)],
+        "generation_jobs": [_job(j) for j in GenerationJobsRepository(ctx.db).list(limit=limit, newest_first=True)],
         "metrics": metrics.headline(ctx.db),
     }

@@ -666,6 +666,7 @@ class GenerationJobsRepository:
         created_after: datetime | None = None,
         after_id: int = 0,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[GenerationJob]:
         _check_page(limit)
         stmt = sa.select(GenerationJobRow).where(GenerationJobRow.id > after_id)
@@ -679,7 +680,8 @@ class GenerationJobsRepository:
             stmt = stmt.where(GenerationJobRow.mode == mode)
         if created_after is not None:
             stmt = stmt.where(GenerationJobRow.created_at > created_after)
-        return self._select(stmt.order_by(GenerationJobRow.id).limit(limit))
+        order = GenerationJobRow.id.desc() if newest_first else GenerationJobRow.id
+        return self._select(stmt.order_by(order).limit(limit))
 
     def count_by_status(self, created_after: datetime | None = None) -> dict[str, int]:
         return self._count_by(GenerationJobRow.status, created_after)
