@@ -21,8 +21,8 @@ DEMO_ENV = {
 GENERATIONS = [  # (character, model, prompt, count)
     ("Barack Obama", "flux", "portrait photo in a sunlit park, 85mm", 4),
     ("Barack Obama", "z-image-turbo", "cinematic portrait at night, city lights", 4),
-    ("Joe Biden", "flux", "portrait photo at a press conference", 2),
-    ("Joe Biden", "z-image-turbo", "portrait photo on a beach", 2),
+    ("Joe Biden", "flux", "portrait photo at a press conference", 4),
+    ("Joe Biden", "z-image-turbo", "portrait photo on a beach", 4),
 ]
 
 
@@ -86,10 +86,12 @@ def run_demo(home: Path) -> dict:
     import dagster as dg
 
     from lora_pipelines.definitions import defs
+    from lora_pipelines.domain.keys import report_prefix
     from lora_pipelines.services.characters import add_character, photos_in
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.services.demo_photos import fetch_demo_photos
     from lora_pipelines.services.metrics import headline
+    from lora_pipelines.services.report import utc_today
     from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
 
     ctx = PipelineContext.from_settings()
@@ -132,11 +134,7 @@ def run_demo(home: Path) -> dict:
         _execute(instance, defs, "report_job", dg.RunRequest(run_key=f"demo-report-{time.time():.0f}"), say)
 
     numbers = headline(ctx.db)
-    from datetime import date
-
-    from lora_pipelines.domain.keys import report_prefix
-
-    report_uri = ctx.store.uri(f"{report_prefix(date.today())}/report.html")
+    report_uri = ctx.store.uri(f"{report_prefix(utc_today())}/report.html")
     say("done")
     return {"report": report_uri, "metrics": numbers, "seconds": round(time.monotonic() - say.started, 1)}
 

@@ -1,8 +1,5 @@
 """lora_quality_report: the daily report of usage, face match, success and fallback rates, with plots."""
 
-
-from datetime import date
-
 import dagster as dg
 
 from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
@@ -14,9 +11,9 @@ def lora_quality_report(
     gpu: GpuResource,
 ) -> dg.MaterializeResult:
     """Markdown + HTML + PNG + CSV report under reports/{date}/, summary and plots shown here."""
-    from lora_pipelines.services.report import build_report
+    from lora_pipelines.services.report import build_report, utc_today
 
     ctx = pipeline_context(database, object_store, gpu)
-    report = build_report(ctx, day=date.today(), instance=context.instance)
+    report = build_report(ctx, day=utc_today(), instance=context.instance)
     context.log.info(f"report written to {report.prefix}")
     return dg.MaterializeResult(metadata=report.dagster_metadata())
