@@ -516,6 +516,7 @@ def plot_training_durations(durations: pd.DataFrame) -> bytes:
         groups = sorted(durations["base_model"].unique())
         ax.boxplot([durations.loc[durations["base_model"] == g, "minutes"] for g in groups], tick_labels=groups)
         ax.set_ylabel("minutes")
+        ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
     ax.set_title("LoRA training duration by base model")
     fig.tight_layout()
