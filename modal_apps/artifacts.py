@@ -1,4 +1,4 @@
-"""Finish a trained LoRA: metadata into its safetensors header, checksum, volume copy, R2 upload."""
+"""Finish a trained LoRA: metadata into its safetensors header, checksum, volume copy, R2 upload; read it back."""
 
 from __future__ import annotations
 
@@ -160,3 +160,48 @@ def _describe(exc: BaseException) -> str:
     """Class name plus a short message; boto3 messages carry the endpoint but never the keys."""
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+# ---- reading a LoRA back from the volume (the orchestrator's way in when the upload failed)
+
+MAX_READ_BYTES = 64 * 1024 * 1024  # per read call: bounds the function's memory and each reply's size
+
+
+class VolumePathError(ValueError):
+    """A path read_lora will not serve: outside the LoRA volume, not a .safetensors, or climbing with '..'."""
+
+
+def resolve_volume_lora(volume_root: Path, volume_path: str) -> Path:
+    """The .safetensors file `volume_path` names inside `volume_root` (absolute, or relative to the root).
+
+    Refuses '..', paths (or symlinks) that resolve outside the root, and anything not ending in .safetensors.
+    """
+    if not isinstance(volume_path, str) or not volume_path or "\x00" in volume_path:
+        raise VolumePathError("volume path must be a non-empty string without NUL bytes")
+    raw = Path(volume_path)
+    if ".." in raw.parts:
+        raise VolumePathError(f"volume path {volume_path!r} contains '..'")
+    if raw.suffix != ".safetensors":
+        raise VolumePathError(f"volume path {volume_path!r} is not a .safetensors file")
+    root = Path(volume_root).resolve()
+    resolved = (raw if raw.is_absolute() else root / raw).resolve()  # follows every symlink on the way
+    if not resolved.is_relative_to(root) or resolved == root:
+        raise VolumePathError(f"volume path {volume_path!r} is outside the LoRA volume {volume_root}")
+    if resolved.suffix != ".safetensors":
+        raise VolumePathError(f"volume path {volume_path!r} links to {resolved.name!r}, not a .safetensors file")
+    if not resolved.is_file():
+        raise FileNotFoundError(f"no LoRA file at {volume_path!r} on the volume")
+    return resolved
+
+
+def read_volume_lora(volume_root: Path, volume_path: str, offset: int = 0, length: int = MAX_READ_BYTES) -> bytes:
+    """Up to `length` bytes of the LoRA at `volume_path` from `offset` (b"" past the end)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+    if isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= MAX_READ_BYTES:
+        raise ValueError(f"length must be an integer in 1..{MAX_READ_BYTES}, got {length!r}")
+    path = resolve_volume_lora(volume_root, volume_path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a symlink swapped in after the check
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        return f.read(length)

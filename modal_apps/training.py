@@ -1,4 +1,6 @@
-"""Modal app "lora-training": function `train_lora(spec) -> TrainingResult dict` on one GPU with ai-toolkit.
+"""Modal app "lora-training": function `train_lora(spec) -> TrainingResult dict` on one GPU with ai-toolkit, and
+`read_lora(volume_path, offset, length) -> bytes` on a small CPU, which hands a LoRA on the volume to the
+orchestrator when the R2 upload failed.
 
 Deploy: `modal deploy -m modal_apps.training` (see docs/modal.md). Only `modal` is imported at module level;
 everything heavy is imported inside the function, in the container.
@@ -15,6 +17,7 @@ import modal
 
 APP_NAME = "lora-training"  # = lora_pipelines.settings.Settings.modal_training_app
 FUNCTION_NAME = "train_lora"  # = Settings.modal_training_function
+READ_FUNCTION_NAME = "read_lora"  # = ModalTrainingBackend(read_function=...)
 PROGRESS_DICT = "lora-training-progress"
 LORA_VOLUME = "lora-pipelines-loras"
 HF_CACHE_VOLUME = "lora-pipelines-hf-cache"
@@ -43,6 +46,9 @@ image = (
     .env({"HF_HOME": HF_HOME, "HF_HUB_ENABLE_HF_TRANSFER": "1", "DISABLE_TELEMETRY": "YES"})
     .add_local_python_source("lora_pipelines", "modal_apps")
 )
+
+# read_lora needs only the standard library and our packages: no torch image to start for a file read.
+reader_image = modal.Image.debian_slim(python_version="3.11").add_local_python_source("lora_pipelines", "modal_apps")
 
 app = modal.App(APP_NAME, image=image)
 lora_volume = modal.Volume.from_name(LORA_VOLUME, create_if_missing=True)
@@ -101,3 +107,19 @@ def train_lora(spec: dict) -> dict:
         raise
     lora_volume.commit()
     return result
+
+
+@app.function(image=reader_image, cpu=0.25, memory=512, timeout=5 * 60, volumes={LORA_ROOT: lora_volume})
+def read_lora(volume_path: str, offset: int = 0, length: int = 32 * 1024 * 1024) -> bytes:
+    """Bytes [offset, offset+length) of a .safetensors under the LoRA volume (see artifacts.read_volume_lora).
+
+    Read in chunks, not one return value: a whole LoRA is hundreds of MB, and each chunk is a call the client can
+    time out and retry on its own.
+    """
+    from pathlib import Path
+
+    from modal_apps.artifacts import read_volume_lora
+
+    if offset == 0:
+        lora_volume.reload()  # a warm container sees what train_lora committed after it started only after a reload
+    return read_volume_lora(Path(LORA_ROOT), volume_path, offset, length)

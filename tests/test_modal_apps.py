@@ -335,6 +335,111 @@ def test_an_output_key_outside_the_lora_layout_is_refused_before_anything_is_wri
     assert trainer.configs == [] and not list(tmp_path.rglob("*"))
 
 
+# ---------------------------------------------------------------- reading a LoRA back from the volume
+
+@pytest.fixture()
+def volume(tmp_path) -> Path:
+    """A LoRA volume with one trained file, a non-LoRA file, and files outside it that links point to."""
+    root = tmp_path / "vol"
+    write_lora(root / "loras" / "flux-character-7" / "41.safetensors", "flux")
+    (root / "loras" / "flux-character-7" / "41.safetensors.result.json").write_text("{}")
+    write_lora(tmp_path / "outside" / "other.safetensors", "flux", seed=1)
+    (tmp_path / "outside" / "secret.safetensors").write_bytes(b"not for read_lora")
+    links = root / "loras" / "links"
+    links.mkdir(parents=True)
+    (links / "out.safetensors").symlink_to(tmp_path / "outside" / "secret.safetensors")
+    (links / "dir").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (links / "json.safetensors").symlink_to(root / "loras" / "flux-character-7" / "41.safetensors.result.json")
+    (links / "ok.safetensors").symlink_to(root / "loras" / "flux-character-7" / "41.safetensors")
+    return root
+
+
+@pytest.mark.parametrize("volume_path", [
+    "../outside/other.safetensors", "loras/../../outside/other.safetensors", "{root}/../outside/other.safetensors",
+    "{tmp}/outside/other.safetensors", "/etc/passwd", "/etc/x.safetensors", "loras/flux-character-7/41.safetensors.result.json",
+    "loras/links/out.safetensors", "loras/links/dir/other.safetensors", "loras/links/json.safetensors",
+    "{root}", "", "loras/x\x00/../41.safetensors", "loras/x\x00.safetensors",
+])
+def test_read_lora_serves_only_safetensors_inside_the_volume(volume, volume_path):
+    with pytest.raises(artifacts.VolumePathError):
+        artifacts.read_volume_lora(volume, volume_path.format(root=volume, tmp=volume.parent))
+
+
+def test_read_lora_reads_inside_paths_by_offset(volume):
+    lora = volume / "loras" / "flux-character-7" / "41.safetensors"
+    body = lora.read_bytes()
+    assert artifacts.read_volume_lora(volume, str(lora)) == body
+    assert artifacts.read_volume_lora(volume, "loras/flux-character-7/41.safetensors", 100, 50) == body[100:150]
+    assert artifacts.read_volume_lora(volume, "loras/links/ok.safetensors", len(body) - 10, 1000) == body[-10:]
+    assert artifacts.read_volume_lora(volume, str(lora), len(body), 10) == b""
+    with pytest.raises(FileNotFoundError, match="no LoRA file"):
+        artifacts.read_volume_lora(volume, "loras/flux-character-7/42.safetensors")
+    with pytest.raises(ValueError, match="length"):
+        artifacts.read_volume_lora(volume, str(lora), 0, artifacts.MAX_READ_BYTES + 1)
+    with pytest.raises(ValueError, match="offset"):
+        artifacts.read_volume_lora(volume, str(lora), -1, 10)
+
+
+def test_the_read_lora_function_reloads_the_volume_and_reads_below_its_mount(volume, monkeypatch):
+    from modal._utils.async_utils import synchronizer
+
+    from modal_apps import training
+
+    class Reloads:
+        count = 0
+
+        def reload(self):
+            self.count += 1
+
+    reloads = Reloads()
+    monkeypatch.setattr(training, "LORA_ROOT", str(volume))
+    monkeypatch.setattr(training, "lora_volume", reloads)
+    function = synchronizer._translate_in(training.read_lora)
+    body = (volume / "loras" / "flux-character-7" / "41.safetensors").read_bytes()
+
+    first = function._raw_f(f"{volume}/loras/flux-character-7/41.safetensors", 0, 64)
+    rest = function._raw_f(f"{volume}/loras/flux-character-7/41.safetensors", 64, len(body))
+    assert first + rest == body and reloads.count == 1, "reloaded once per file, at its first chunk"
+    with pytest.raises(artifacts.VolumePathError):
+        function._raw_f("/etc/passwd")
+    assert not function._is_generator and (function._spec.cpu, function._spec.memory) == (0.25, 512)
+    assert set(function._spec.volumes) == {"/loras"}
+
+
+def test_a_failed_upload_is_recovered_from_the_volume_by_the_orchestrator(faces_dir, tmp_path, monkeypatch):
+    """The training app's volume fallback, fed to the Dagster side's Modal backend reading through read_lora."""
+    from lora_pipelines.gpu.modal_backend import ModalTrainingBackend
+
+    zip_path = dataset_zip(faces_dir, tmp_path / "ds.zip")
+    spec = spec_dict(dataset_url=str(zip_path), dataset_sha256=sha256(zip_path))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id-456")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value-123")
+    result = TrainingResult.model_validate(run_training(
+        spec, work_dir=tmp_path / "work", volume_root=tmp_path / "vol", trainer=StandInTrainer(),
+        uploader_factory=lambda: artifacts.R2Uploader(endpoint_url=dead_endpoint(), bucket="loras",
+                                                      connect_timeout=1, max_attempts=1)))
+    assert result.object_key is None and result.download_url is None and result.volume_path
+
+    class VolumeCaller:
+        """read_lora's body on this test's volume folder (what `Function.from_name(...).remote(**payload)` runs)."""
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def call(self, app, function, payload):
+            self.calls.append((app, function))
+            return artifacts.read_volume_lora(tmp_path / "vol", **payload)
+
+    caller = VolumeCaller()
+    backend = ModalTrainingBackend(caller, app="lora-training", function="train_lora", read_chunk_bytes=1024)
+    dest = backend.fetch_artifact(result, tmp_path / "dagster" / "lora.safetensors")
+
+    assert sha256(dest) == result.sha256 and dest.stat().st_size == result.size_bytes
+    assert dest.read_bytes() == Path(result.volume_path).read_bytes()
+    assert inspect_lora_file(dest).base_model == "flux" and inspect_lora_file(dest).trigger_word == "ohwx_anna"
+    assert set(caller.calls) == {("lora-training", "read_lora")} and len(caller.calls) > 1
+
+
 # ---------------------------------------------------------------- LoRA cache
 
 @pytest.fixture()
@@ -530,7 +635,8 @@ def test_apps_import_with_only_modal_installed():
                     raise ImportError(f"blocked for this test: {name}")
         sys.meta_path.insert(0, Block())
         import modal_apps.training, modal_apps.generation
-        assert modal_apps.training.train_lora is not None and len(modal_apps.generation.ENDPOINTS) == 4
+        assert modal_apps.training.train_lora is not None and modal_apps.training.read_lora is not None
+        assert len(modal_apps.generation.ENDPOINTS) == 4
         print("ok")
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
