@@ -27,7 +27,9 @@ class TrainingBackend(Protocol):
     def cancel(self, call_id: str) -> None: ...
 
     def fetch_artifact(self, result: TrainingResult, dest_path: Path) -> Path:
-        """Download `result.download_url` to `dest_path`; a result with only `object_key` is the caller's to fetch."""
+        """Write the trained file to `dest_path`, verified against `result.sha256`: from `result.download_url`, or
+        (Modal, when the object-store upload failed) from `result.volume_path` on the backend's volume. A result
+        with only `object_key` is the caller's to fetch from the object store."""
 
 
 @runtime_checkable
