@@ -153,3 +153,19 @@ def test_cli_prints_json_and_refuses_bad_files(tmp_path):
     out = runner.invoke(inspect_lora, [str(bad)])
     assert out.exit_code == 2
     assert out.stderr.startswith("error: header is not JSON") and out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("magic_length", [0x0580, 0x0380, 0x0480, 0x0403 << 16 | 0x4B50])
+def test_a_valid_file_whose_header_length_begins_like_a_pickle_or_zip_is_read(magic_length):
+    """0x580 = 1408 is written as 80 05 ...: pickle protocol 5's magic. Such a file is still safetensors."""
+    base = save(lora_tensors("qwen-image"), metadata=lora_format.trainer_metadata(
+        "qwen-image", "ohwx_q", rank=4, steps=10, trainer="test"))
+    (length,) = struct.unpack("<Q", base[:8])
+    header = base[8:8 + length].rstrip()
+    assert len(header) < magic_length
+    padded = header + b" " * (magic_length - len(header))  # JSON allows trailing spaces
+    data = struct.pack("<Q", magic_length) + padded + base[8 + length:]
+    assert data[:2] in (b"\x80\x05", b"\x80\x03", b"\x80\x04", b"\x80\x02", b"PK")
+    assert set(safetensors.numpy.load(data)) == set(lora_tensors("qwen-image"))  # the reference reader agrees
+    info = inspect_lora_bytes(data)
+    assert (info.base_model, info.trigger_word) == ("qwen-image", "ohwx_q")

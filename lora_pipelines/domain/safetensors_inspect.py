@@ -97,16 +97,24 @@ def _sha256_stream(fh: BinaryIO) -> str:
 
 def _read_header(fh: BinaryIO, size: int) -> _Header:
     prefix = fh.read(8)
-    if prefix.startswith(_PICKLE_MAGICS):
-        raise InvalidLoraFileError("looks like a pickle/PyTorch zip, not safetensors")
+    # A real header length can begin with the same bytes as a pickle (0x80 0x05 is 1408), so the magic only
+    # names the file when the safetensors framing (a length that fits, then '{') does not hold.
+    looks_pickled = prefix.startswith(_PICKLE_MAGICS)
+    not_safetensors = InvalidLoraFileError("looks like a pickle/PyTorch zip, not safetensors")
     if len(prefix) < 8:
+        if looks_pickled:
+            raise not_safetensors
         raise InvalidLoraFileError(f"file is {size} bytes, shorter than the 8-byte header length")
     (header_len,) = struct.unpack("<Q", prefix)
-    if header_len > MAX_HEADER_BYTES:
-        raise InvalidLoraFileError(f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MB limit")
-    if 8 + header_len > size:
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+        if looks_pickled:
+            raise not_safetensors
+        if header_len > MAX_HEADER_BYTES:
+            raise InvalidLoraFileError(f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MB limit")
         raise InvalidLoraFileError(f"header length {header_len} runs past the end of the file ({size} bytes)")
     raw = fh.read(header_len)
+    if looks_pickled and not raw.lstrip().startswith(b"{"):
+        raise not_safetensors
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
