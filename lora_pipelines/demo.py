@@ -11,16 +11,12 @@ from pathlib import Path
 
 import click
 
-DEMO_ENV = {
-    # The face_recognition sdist has 5 Obama photos, 2 of them partial faces: 3 usable photos make the demo set.
-    "LORA_PIPELINES_MIN_PHOTOS": "3",
-    # Two base models cover both routes: flux → Modal-style endpoint, z-image-turbo → ComfyUI workflow.
-    "LORA_PIPELINES_TRAIN_BASE_MODELS": "flux,z-image-turbo",
-    "LORA_PIPELINES_TRAINING_STEPS": "200",
-}
+# The demo runs on the same defaults as `dagster dev`, so the daemon finds nothing left to do afterwards: every
+# LoRA-enabled character is trained for z-image-turbo, flux and qwen-image (LORA_PIPELINES_TRAIN_BASE_MODELS).
 GENERATIONS = [  # (character, model, prompt, count)
     ("Barack Obama", "flux", "portrait photo in a sunlit park, 85mm", 4),
     ("Barack Obama", "z-image-turbo", "cinematic portrait at night, city lights", 4),
+    ("Barack Obama", "qwen-image", "portrait photo, golden hour, film grain", 2),
     ("Joe Biden", "flux", "portrait photo at a press conference", 4),
     ("Joe Biden", "z-image-turbo", "portrait photo on a beach", 4),
 ]
@@ -35,8 +31,6 @@ class Progress:
 
 
 def _prepare_environment(home: Path) -> None:
-    for key, value in DEMO_ENV.items():
-        os.environ.setdefault(key, value)
     os.environ["LORA_PIPELINES_HOME"] = str(home)
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home")))
     dagster_home.mkdir(parents=True, exist_ok=True)
