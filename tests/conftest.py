@@ -76,6 +76,18 @@ def postgres_url() -> str:
         engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app_db(request, tmp_path):
+    """A migrated app database, once on SQLite and once on the real PostgreSQL."""
+    from lora_pipelines.store.database import Database
+
+    url = f"sqlite:///{tmp_path / 'app.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    database = Database(url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """moto's S3 server on a free localhost port; yields its endpoint URL."""

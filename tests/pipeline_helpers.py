@@ -243,3 +243,12 @@ def trained_world(faces_dir, tmp_path_factory) -> Iterator[World]:
             world.katy_runs = {model: world.train(world.katy.id, model) for model in ("flux", "z-image-turbo")}
             world.katy_spawns_after = world.spawns()
         yield world
+
+
+@pytest.fixture()
+def world(trained_world) -> Iterator[World]:
+    """The shared trained world, active and without faults for one test (a test module may override it)."""
+    with trained_world.active():
+        trained_world.set_faults({})
+        yield trained_world
+        trained_world.set_faults({})

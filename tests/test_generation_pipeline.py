@@ -17,14 +17,6 @@ pytest_plugins = ["pipeline_helpers"]
 PROMPT = "portrait photo in a sunlit park, 85mm"
 
 
-@pytest.fixture()
-def world(trained_world):
-    with trained_world.active():
-        trained_world.set_faults({})
-        yield trained_world
-        trained_world.set_faults({})
-
-
 def _ready(world, character_id: int, base_model: str):
     [row] = [r for r in LoraModelsRepository(world.ctx.db).find_by_character_and_model(character_id, base_model)
              if r.status == "ready"]

@@ -32,7 +32,6 @@ from lora_pipelines.faces.dataset import build_training_dataset
 from lora_pipelines.faces.images import ImageDecodeError, decode_image
 from lora_pipelines.gpu.comfyui import ComfyUIClient
 from lora_pipelines.gpu.errors import GpuBackendError
-from lora_pipelines.store.database import Database
 from lora_pipelines.store.local_objects import LocalObjectStore
 from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
 
@@ -232,13 +231,9 @@ def test_local_store_refuses_symlinks_that_escape_its_root(tmp_path):
     assert (outside / "secret.txt").read_text() == "not yours"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'app.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    db = Database(url)
-    db.upgrade()
-    yield db
-    db.dispose()
+@pytest.fixture()
+def database(app_db):
+    return app_db
 
 
 @pytest.mark.parametrize("label", sorted(HOSTILE_NAMES))

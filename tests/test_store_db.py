@@ -23,13 +23,9 @@ from lora_pipelines.store.tables import GenerationJobRow
 from lora_pipelines.domain.trigger_words import InvalidTriggerWordError, trigger_word_for
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'app.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    database = Database(url)
-    database.upgrade()
-    yield database
-    database.dispose()
+@pytest.fixture()
+def db(app_db):
+    return app_db
 
 
 @pytest.fixture()

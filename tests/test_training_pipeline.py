@@ -17,14 +17,6 @@ from pipeline_helpers import check_results, person_photos, photo_name, step_keys
 pytest_plugins = ["pipeline_helpers"]
 
 
-@pytest.fixture()
-def world(trained_world):
-    with trained_world.active():
-        trained_world.set_faults({})
-        yield trained_world
-        trained_world.set_faults({})
-
-
 def _no_face_photo() -> bytes:
     """A landscape-like picture with no face in it."""
     image = Image.new("RGB", (480, 360), (120, 170, 220))
