@@ -1,6 +1,5 @@
 """Training lineage per character × base model: training_dataset → trained_lora → lora_artifact."""
 
-
 import dagster as dg
 
 from lora_pipelines.partitions import character_model_partitions, split_partition_key

@@ -1,6 +1,5 @@
 """Quality checks on generation_outputs over a rolling window: each carries numerator, denominator, offenders."""
 
-
 import dagster as dg
 
 from lora_pipelines.resources import AppDatabaseResource
