@@ -5,14 +5,15 @@ batch keeps the run count (and sensor work) proportional to traffic. Lineage sti
 lora_artifact → generation_outputs, and each job row names the LoRA it used.
 """
 
-
 import os
 import socket
 
 import dagster as dg
 
+from lora_pipelines.assets.metadata import image_md, string_table
 from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
 from lora_pipelines.services.generation import run_generation_job
+from lora_pipelines.services.previews import outputs_preview
 from lora_pipelines.store.repositories import GenerationJobsRepository
 
 
@@ -47,17 +48,13 @@ def generation_outputs(
             f"job {job_id}: {outcome.status} via {outcome.mode}"
             + (f" with LoRA {outcome.lora_model_id}" if outcome.lora_model_id else f" ({outcome.lora_skipped_reason})")
         )
-    rows = [
-        dg.TableRecord({"job_id": o.job_id, "status": o.status, "mode": o.mode or "", "lora_model_id": str(o.lora_model_id or ""),
-                        "lora_skipped_reason": o.lora_skipped_reason or ""})
-        for o in outcomes
-    ]
-    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in
-                                     ("job_id", "status", "mode", "lora_model_id", "lora_skipped_reason")])
+    rows = [{"job_id": o.job_id, "status": o.status, "mode": o.mode, "lora_model_id": o.lora_model_id,
+             "lora_skipped_reason": o.lora_skipped_reason} for o in outcomes]
     return dg.MaterializeResult(metadata={
         "jobs": len(outcomes),
         "succeeded": sum(o.status == "succeeded" for o in outcomes),
         "with_lora": sum(o.lora_model_id is not None for o in outcomes),
         "job_ids": dg.MetadataValue.json([o.job_id for o in outcomes]),
-        "results": dg.MetadataValue.table(rows, schema=schema),
+        "results": string_table(rows, ["job_id", "status", "mode", "lora_model_id", "lora_skipped_reason"]),
+        "preview": image_md(outputs_preview(ctx, outcomes), "generated images"),
     })

@@ -2,16 +2,13 @@
 
 import dagster as dg
 
+from lora_pipelines.assets.metadata import image_md, string_table
 from lora_pipelines.partitions import character_model_partitions, split_partition_key
 from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
 from lora_pipelines.services import training as svc
+from lora_pipelines.services.previews import dataset_preview
 
 GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
-    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
-    return dg.MetadataValue.table([dg.TableRecord({c: str(r.get(c, "")) for c in columns}) for r in rows], schema=schema)
 
 
 @dg.asset(
@@ -41,7 +38,8 @@ def training_dataset(
             "dataset_hash": descriptor.dataset_hash,
             "usable_photos": descriptor.usable,
             "dropped_photos": len(descriptor.dropped),
-            "dropped": _table(descriptor.dropped, ["name", "reason", "detail"]),
+            "dropped": string_table(descriptor.dropped, ["name", "reason", "detail"]),
+            "preview": image_md(dataset_preview(ctx, descriptor.zip_key), "training crops"),
             "prefix": descriptor.prefix,
             "trigger_word": descriptor.trigger_word,
         },
