@@ -1,7 +1,7 @@
 """Request and response models shared by the Modal apps, the Modal client and the simulated GPU service.
 
-One module so the three cannot drift apart. Only pydantic and the standard library are imported here,
-because `modal_apps/` ships this file into its containers.
+One module so the three cannot drift apart. Only pydantic, the standard library and the
+dependency-free domain are imported here, because `modal_apps/` ships this package into its containers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BaseModelName = Literal["z-image-turbo", "flux", "qwen-image", "one-2.1", "one-2.2"]
+from lora_pipelines.domain.base_models import BaseModelName
+
 BackendName = Literal["simulated", "modal", "comfyui"]
 TrainingState = Literal["queued", "running", "succeeded", "failed", "lost"]
 GenerationMode = Literal["lora", "face_swap", "standard"]
