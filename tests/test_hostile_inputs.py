@@ -395,6 +395,27 @@ def test_unknown_model_job_fails_with_the_reason_and_the_rest_of_the_batch_succe
     assert all(j.output_keys and ctx.store.exists(j.output_keys[0]) for j in (finished[0], finished[3]))
 
 
+def test_prompts_the_queue_accepted_but_no_route_can_take_never_leave_a_job_running(generation_world):
+    """Jobs written by other producers than the CLI: an empty prompt fails with the reason; a prompt too long
+    once the trigger word is added skips the LoRA route and still succeeds through the fallback."""
+    from lora_pipelines.domain.prompts import MAX_PROMPT_CHARS
+    from lora_pipelines.services.generation import run_generation_job
+
+    ctx = generation_world
+    jobs = GenerationJobsRepository(ctx.db)
+    [empty] = jobs.enqueue(ctx.character.id, "flux", "   ")
+    [long] = jobs.enqueue(ctx.character.id, "flux", "y" * (MAX_PROMPT_CHARS - 2))
+
+    run_generation_job(ctx, empty, worker="hostile-prompts")
+    run_generation_job(ctx, long, worker="hostile-prompts")
+
+    failed, fell_back = jobs.get(empty), jobs.get(long)
+    assert (failed.status, failed.error) == ("failed", "prompt is empty")
+    assert fell_back.status == "succeeded" and fell_back.mode != "lora"
+    assert fell_back.lora_skipped_reason == "lora_route_failed"
+    assert "InvalidPromptError" in fell_back.input_metadata["routes"][0]["error"]
+
+
 # --- ComfyUI responses with missing or malformed fields --------------------------------------------------
 
 

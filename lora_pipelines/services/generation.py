@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from lora_pipelines.domain.keys import generation_output_key
 from lora_pipelines.domain.lora_selection import LoraSelection
 from lora_pipelines.domain.model_registry import ModelEntry, Route, UnknownModelError, get_model
-from lora_pipelines.domain.prompts import apply_trigger_word
+from lora_pipelines.domain.prompts import InvalidPromptError, apply_trigger_word, clean_prompt
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.lora_lookup import get_lora_for_generation
@@ -138,7 +138,8 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
         return None
     try:
         model = get_model(job.model)
-    except UnknownModelError as exc:
+        clean_prompt(job.prompt)
+    except (UnknownModelError, InvalidPromptError) as exc:
         jobs.finish(job.id, "failed", error=str(exc))
         return GenerationOutcome(job.id, "failed")
     character = CharactersRepository(ctx.db).get(job.character_id)
@@ -162,9 +163,9 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     rendered: Rendered | None = None
     mode = None
     for mode, route in chain:
-        prompt = apply_trigger_word(job.prompt, selection.lora.trigger_word if mode == "lora" else None)
         started = time.perf_counter()
         try:
+            prompt = apply_trigger_word(job.prompt, selection.lora.trigger_word if mode == "lora" else None)
             rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference)
         except Exception as exc:  # noqa: BLE001 - any route failure falls back; the reason is kept on the job
             attempts.append(RouteAttempt(mode, _route_name(route), False, f"{exc.__class__.__name__}: {exc}"[:500],
