@@ -74,6 +74,14 @@ def _execute(instance, defs, job_name: str, request, say, sensor_name: str | Non
     return result.success
 
 
+def where_it_lives(home: Path, ctx) -> str:
+    """The demo's first line: the app database and object store actually in use (env may point them elsewhere)."""
+    from lora_pipelines.store.database import display_url
+
+    return (f"home {home}; app database {display_url(ctx.db.url)}; object store {ctx.store.url}; "
+            f"DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
+
+
 def run_demo(home: Path) -> dict:
     say = Progress()
     _prepare_environment(home)
@@ -90,7 +98,7 @@ def run_demo(home: Path) -> dict:
 
     ctx = PipelineContext.from_settings()
     ctx.db.upgrade()
-    say(f"home {home}; app database and object store under it; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
+    say(where_it_lives(home, ctx))
     say("fetching demo photos (face_recognition 1.3.0 sdist test images, real photos)")
     # LORA_PIPELINES_DEMO_PHOTOS_DIR: a folder with barack_obama/ and joe_biden/ (tests use ../shared/faces)
     folders = fetch_demo_photos(Path(os.environ.get("LORA_PIPELINES_DEMO_PHOTOS_DIR") or home / "demo_photos"))
@@ -104,7 +112,8 @@ def run_demo(home: Path) -> dict:
             continue
         lora_enabled = name == "Barack Obama"  # Biden stays without LoRA: the fallback path
         characters[name], skipped = add_character(ctx, name, photos_in(folder), lora_enabled=lora_enabled)
-        say(f"character {characters[name].id} {name}: {len(characters[name].photo_keys)} photos, "
+        photos = len(characters[name].photo_keys)
+        say(f"character {characters[name].id} {name}: {photos} photo{'' if photos == 1 else 's'}, "
             f"LoRA {'enabled' if lora_enabled else 'disabled'}" + (f", skipped {skipped}" if skipped else ""))
 
     # the persistent instance in DAGSTER_HOME (so `dagster dev` shows the runs); an in-memory one on request

@@ -33,3 +33,6 @@ def add(name: str, photos_dir: Path, lora_enabled: bool, trigger_word: str | Non
         click.echo(f"skipped: {message}", err=True)
     click.echo(f"character {created.id} {created.name!r}: {len(created.photo_keys)} photos, "
                f"trigger word {created.trigger_word!r}, LoRA {'enabled' if created.lora_enabled else 'disabled'}")
+    if created.lora_enabled:
+        click.echo("its LoRAs are trained when the new_characters sensor runs (`dagster dev` or dagster-daemon); "
+                   "until one is ready, its generations take the fallback route", err=True)

@@ -30,5 +30,16 @@ def demo(home: Path | None) -> None:
     click.echo(f"face match without LoRA:      {_pct(m['face_match_rate_without_lora'])}")
     click.echo(f"generation success rate:      {_pct(m['generation_success_rate'])}")
     click.echo(f"fallback success rate:        {_pct(m['fallback_success_rate'])}")
-    click.echo(f"took {result['seconds']}s. See it in the UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
-               f".venv/bin/dagster dev -w workspace.yaml")
+    click.echo(f"took {result['seconds']}s. See it in the UI (from the repository folder): {ui_command(home)}")
+    kept = [name for name in ("LORA_PIPELINES_DATABASE_URL", "LORA_PIPELINES_STORE_URL", "LORA_PIPELINES_S3_ENDPOINT_URL")
+            if os.environ.get(name)]
+    if kept:
+        click.echo(f"keep {', '.join(kept)} set for it too, or its sensors read another app database and store.")
+
+
+def ui_command(home: Path) -> str:
+    """The `dagster dev` line that shows this demo: the same DAGSTER_HOME and, when it is not the default, home."""
+    import os
+
+    prefix = "" if home == Path(".lora_pipelines").resolve() else f"LORA_PIPELINES_HOME={home} "
+    return f"{prefix}DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml"

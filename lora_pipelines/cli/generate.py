@@ -9,12 +9,12 @@ import click
 
 
 @click.command()
-@click.option("--character", "character_id", required=True, type=int)
+@click.option("--character", "character_id", required=True, type=int, help="Character id (see `status`).")
 @click.option("--model", required=True, help="A registry model: z-image-turbo, flux, qwen-image, one-2.1, one-2.2.")
-@click.option("--prompt", required=True)
-@click.option("--count", default=1, type=click.IntRange(1, 100))
+@click.option("--prompt", required=True, help="Plain text; the LoRA's trigger word is put in front when one is used.")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 100), help="Jobs to enqueue.")
 @click.option("--wait", is_flag=True, help="Run the jobs here (as the pending_generations sensor would) and print outputs.")
-@click.option("--timeout", default=600.0, type=float, help="Seconds --wait may take.")
+@click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds --wait may take.")
 def generate(character_id: int, model: str, prompt: str, count: int, wait: bool, timeout: float) -> None:
     """Enqueue generation jobs for a character."""
     from lora_pipelines.domain.model_registry import UnknownModelError, get_model
@@ -35,6 +35,8 @@ def generate(character_id: int, model: str, prompt: str, count: int, wait: bool,
     ids = jobs.enqueue(character_id, model, prompt, count=count)
     click.echo(f"enqueued generation jobs {', '.join(map(str, ids))}")
     if not wait:
+        click.echo("the pending_generations sensor runs them (`dagster dev` or dagster-daemon); "
+                   "`status` shows their progress, or use --wait to run them here", err=True)
         return
     from lora_pipelines.services.generation import run_generation_job
 

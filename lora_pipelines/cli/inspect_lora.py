@@ -17,6 +17,6 @@ def inspect_lora(file: str) -> None:
     try:
         inspection = inspect_lora_file(file)
     except InvalidLoraFileError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc} ({file} is not a readable LoRA .safetensors file)", err=True)
         sys.exit(2)
     click.echo(json.dumps(inspection.summary(), indent=2))

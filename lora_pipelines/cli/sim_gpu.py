@@ -35,7 +35,8 @@ def serve(host: str, port: int, home: Path | None, allow_roots: tuple[Path, ...]
     config = SimConfig(home=home, allowed_roots=list(allow_roots), training_seconds=training_seconds,
                        faults=load_faults(faults), modal_key=os.environ.get("LORA_PIPELINES_SIM_MODAL_KEY"),
                        modal_secret=os.environ.get("LORA_PIPELINES_SIM_MODAL_SECRET"))
-    click.echo(f"simulated GPU service on http://{host}:{port} (home {config.home})")
+    click.echo(f"simulated GPU service on http://{host}:{port} (home {config.home}); use it with "
+               f"LORA_PIPELINES_SIM_GPU_URL=http://{host}:{port}")
     run(config, host=host, port=port)
 
 

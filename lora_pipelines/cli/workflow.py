@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from lora_pipelines.domain.model_registry import get_model
-from lora_pipelines.domain.prompts import InvalidPromptError
+from lora_pipelines.domain.prompts import InvalidPromptError, apply_trigger_word
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.workflows.builders import (
     WORKFLOWS,
@@ -48,13 +48,16 @@ def workflow() -> None:
 def build(name: str, prompt: str, negative_prompt: str, lora_file: str | None, strength: float,
           clip_strength: float | None, seed: int, steps: int | None, width: int, height: int,
           reference_image: str | None, template: str | None) -> None:
-    """Print the API-format JSON of workflow NAME."""
+    """Print the API-format JSON of the --workflow graph; with --lora, the LoRA's trigger word opens the prompt."""
     try:
+        inspection = inspect_lora_file(lora_file) if lora_file else None
+        if inspection is not None and inspection.trigger_word:
+            # as every LoRA generation does: without its trigger word a character LoRA barely shows
+            prompt = apply_trigger_word(prompt, inspection.trigger_word)
         template_graph = load_workflow_template(template) if template else None
         graph = build_workflow(name, prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, width=width,
                                height=height, reference_image=reference_image, template=template_graph)
-        if lora_file:
-            inspection = inspect_lora_file(lora_file)
+        if lora_file and inspection is not None:
             expected = workflow_base_model(name)
             if inspection.base_model != expected:
                 _fail(f"{lora_file} is a {inspection.base_model} LoRA (from {inspection.detected_from}); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -50,11 +51,18 @@ def add_character(ctx: PipelineContext, name: str, photos: list[Path], *, lora_e
     repo = CharactersRepository(ctx.db)
     character = repo.create(name=name.strip(), lora_enabled=lora_enabled, photo_keys=[], trigger_word=trigger_word)
     keys: list[str] = []
-    for path, data in usable:
-        digest = hashlib.sha256(data).hexdigest()[:16]
-        key = photo_key(str(character.id), f"{digest}{path.suffix.lower()}")
-        if key not in keys:
-            ctx.store.put_bytes(key, data)
-            keys.append(key)
-    character = repo.update(character.id, photo_keys=keys)
-    return character, skipped
+    try:
+        for path, data in usable:
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            key = photo_key(str(character.id), f"{digest}{path.suffix.lower()}")
+            if key not in keys:
+                ctx.store.put_bytes(key, data)
+                keys.append(key)
+        return repo.update(character.id, photo_keys=keys), skipped
+    except BaseException:
+        # no half-made character (a row without its photos) is left behind when the store refuses an upload
+        for key in keys:
+            with contextlib.suppress(Exception):
+                ctx.store.delete(key)
+        repo.delete(character.id)
+        raise

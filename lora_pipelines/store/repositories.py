@@ -322,6 +322,11 @@ class CharactersRepository:
             session.flush()
             return _record(Character, row)
 
+    def delete(self, character_id: int) -> None:
+        """Remove a character nothing refers to yet: undoes an `add_character` whose photo upload failed."""
+        with self.db.session() as session:
+            session.delete(_locked(session, CharacterRow, character_id, "characters"))
+
     def list(self, limit: int = 100, offset: int = 0) -> list[Character]:
         _check_page(limit, offset)
         stmt = sa.select(CharacterRow).order_by(CharacterRow.id).limit(limit).offset(offset)
