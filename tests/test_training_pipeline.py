@@ -75,6 +75,29 @@ def test_running_training_twice_for_a_partition_trains_once(world):
     assert [r.status for r in rows] == ["ready"]
 
 
+def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_training_again(world, monkeypatch):
+    """A retried run (or the completion sensor's) can finish the row while this run polls: this run then
+    verifies the ready artifact instead of reporting the row as failed."""
+    from lora_pipelines.services import training as svc
+
+    real_wait = svc.wait_for_training
+
+    def other_run_finishes_first(ctx, row_id, descriptor, **kwargs):
+        svc.publish_artifact(ctx, row_id, real_wait(ctx, row_id, descriptor, **kwargs))
+        return None  # what this run's poll sees once the row is already ready
+
+    monkeypatch.setattr(svc, "wait_for_training", other_run_finishes_first)
+    spawns = world.spawns()
+    result = world.train(world.katy.id, "qwen-image")
+
+    assert result.success
+    assert result.output_for_node("trained_lora")["already_ready"] is True
+    assert all(check.passed for check in check_results(result).values())
+    assert world.spawns() == spawns + 1
+    rows = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "qwen-image")
+    assert [r.status for r in rows] == ["ready"]
+
+
 @pytest.fixture(scope="module")
 def mixed_set(trained_world, faces_dir):
     """Five photos of Scarlett Johansson, one of Angelina Jolie, one with no face, one corrupt JPEG."""

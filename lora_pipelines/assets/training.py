@@ -58,6 +58,12 @@ def training_dataset(
     )
 
 
+def _already_ready(row) -> dg.Output[dict]:
+    """Nothing to train: lora_artifact re-verifies the stored file."""
+    return dg.Output({"lora_model_id": row.id, "result": None, "already_ready": True},
+                     metadata={"lora_model_id": row.id, "status": row.status})
+
+
 @dg.asset(
     partitions_def=character_model_partitions,
     group_name="training",
@@ -78,8 +84,7 @@ def trained_lora(
     row = svc.start_training(ctx, descriptor)
     context.log.info(f"lora_models {row.id}: {row.status}, GPU call {row.gpu_call_id} on {row.backend}")
     if row.status == "ready":
-        return dg.Output({"lora_model_id": row.id, "result": None, "already_ready": True},
-                         metadata={"lora_model_id": row.id, "status": row.status})
+        return _already_ready(row)
     last = {"progress": None}
 
     def report(poll):
@@ -91,6 +96,8 @@ def trained_lora(
                                    on_progress=report)
     if result is None:
         failed = svc.LoraModelsRepository(ctx.db).get(row.id)
+        if failed.status == "ready":  # another run (a retry, or the completion sensor's) finished it meanwhile
+            return _already_ready(failed)
         # the row is final: retrying would only re-read the same failure
         raise dg.Failure(description=f"lora_models {row.id} failed: {failed.error}",
                          metadata={"lora_model_id": row.id, "error": failed.error or ""}, allow_retries=False)
