@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from lora_pipelines.domain.lora_format import trainer_metadata
+from lora_pipelines.domain.safetensors_inspect import read_safetensors_header
 from modal_apps.transfer import sha256_file
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Always ours: what the generation side and the inspector decide on. Other trainer keys are kept.
 AUTHORITATIVE_KEYS = (
     "ss_base_model_version",
@@ -24,41 +24,9 @@ AUTHORITATIVE_KEYS = (
 )
 
 
-class SafetensorsHeaderError(ValueError):
-    pass
-
-
-def read_header(path: Path) -> tuple[dict, int]:
-    """(header JSON, byte offset where tensor data starts); refuses oversized or inconsistent headers."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise SafetensorsHeaderError(f"{path.name} is {size} bytes, too short for a safetensors header")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES:
-            raise SafetensorsHeaderError(f"{path.name} declares a {length}-byte header; at most {MAX_HEADER_BYTES} allowed")
-        if 8 + length > size:
-            raise SafetensorsHeaderError(f"{path.name} declares a header past the end of the file")
-        try:
-            header = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SafetensorsHeaderError(f"{path.name} has a header that is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise SafetensorsHeaderError(f"{path.name} has a header that is not a JSON object")
-    data_size = size - 8 - length
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        end = (entry.get("data_offsets") or [0, 0])[1] if isinstance(entry, dict) else None
-        if not isinstance(end, int) or end > data_size:
-            raise SafetensorsHeaderError(f"{path.name}: tensor {name!r} has offsets past the end of the file")
-    return header, 8 + length
-
-
 def write_metadata(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
     """Merge `metadata` into the file's `__metadata__` in place (tensor bytes untouched); returns the result."""
-    header, data_start = read_header(path)
+    header, data_start = read_safetensors_header(path)
     merged = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
     merged.update({str(k): str(v) for k, v in metadata.items()})
     header["__metadata__"] = merged
@@ -90,7 +58,7 @@ class FinalizedLora:
 
 def finalize_lora(path: Path, *, base_model: str, trigger_word: str, rank: int, steps: int) -> FinalizedLora:
     """Fix up the header, then checksum the final bytes."""
-    header, _ = read_header(path)
+    header, _ = read_safetensors_header(path)
     existing = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
     metadata = write_metadata(path, lora_metadata(base_model, trigger_word, rank=rank, steps=steps, existing=existing))
     return FinalizedLora(path=path, sha256=sha256_file(path), size_bytes=path.stat().st_size, metadata=metadata)

@@ -69,6 +69,7 @@ class LoraInspection:
 class _Header:
     tensors: dict[str, dict[str, Any]]
     metadata: dict[str, str]
+    data_start: int  # byte offset where the tensor data begins (8 + header length)
 
 
 def inspect_lora_file(path: str | Path) -> LoraInspection:
@@ -79,6 +80,15 @@ def inspect_lora_file(path: str | Path) -> LoraInspection:
         fh.seek(0)
         sha256 = _sha256_stream(fh)
     return _inspection(header, size, sha256)
+
+
+def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], int]:
+    """The raw header (tensor entries and `__metadata__`) and the offset where tensor data starts, validated
+    exactly like `inspect_lora_file` (for code that rewrites a header, e.g. the Modal trainer's metadata fix-up)."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        header = _read_header(fh, path.stat().st_size)
+    return {**header.tensors, "__metadata__": dict(header.metadata)}, header.data_start
 
 
 def inspect_lora_bytes(data: bytes) -> LoraInspection:
@@ -131,7 +141,7 @@ def _read_header(fh: BinaryIO, size: int) -> _Header:
         raise InvalidLoraFileError(f"header is a JSON {type(parsed).__name__}, not an object")
     metadata = _check_metadata(parsed.pop("__metadata__", {}))
     tensors = _check_tensors(parsed, data_size=size - 8 - header_len)
-    return _Header(tensors=tensors, metadata=metadata)
+    return _Header(tensors=tensors, metadata=metadata, data_start=8 + header_len)
 
 
 def _check_metadata(metadata: Any) -> dict[str, str]:
