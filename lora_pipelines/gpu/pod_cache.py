@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from lora_pipelines.domain.keys import validate_id
+from lora_pipelines.store.objects import sha256_of_file
 
 Fetch = Callable[[Path], None] | str
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
@@ -32,14 +32,6 @@ class PodCacheError(RuntimeError):
 
 class LoraChecksumError(PodCacheError):
     """The downloaded file is not the one asked for; nothing was kept."""
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -77,7 +69,7 @@ def _is_valid(final: Path, sha256: str) -> bool:
     size = final.stat().st_size
     if marker.is_file() and marker.read_text().strip() == f"{sha256} {size}":
         return True
-    if _sha256_file(final) == sha256:
+    if sha256_of_file(final) == sha256:
         marker.write_text(f"{sha256} {size}")
         return True
     return False
@@ -116,7 +108,7 @@ def ensure_lora_on_pod(lora_model_id: str, sha256: str, fetch: Fetch, loras_root
             tmp = Path(tmp_name)
             try:
                 _download(fetch, tmp, timeout_s)
-                got = _sha256_file(tmp)
+                got = sha256_of_file(tmp)
                 if got != sha256:
                     raise LoraChecksumError(f"LoRA {lora_model_id}: downloaded file has sha256 {got[:12]}…, "
                                             f"expected {sha256[:12]}…; discarded")
