@@ -18,8 +18,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from lora_pipelines.gpu.sim_faults import FaultConfig
-from lora_pipelines.gpu.sim_launcher import SimGpuServer
+from sim_gpu.faults import FaultConfig
+from sim_gpu.server import SimGpuServer
 
 BASE_ENV = {
     "LORA_PIPELINES_MIN_PHOTOS": "4",

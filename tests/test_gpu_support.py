@@ -86,7 +86,7 @@ class Sim:
 @functools.lru_cache(maxsize=1)
 def shared_sim(faces_dir: Path) -> Sim:
     """The one simulated service of this test process, with Modal auth enforced and a crowd of two people."""
-    from lora_pipelines.gpu.sim_launcher import SimGpuServer
+    from sim_gpu.server import SimGpuServer
 
     root = Path(tempfile.mkdtemp(prefix="lp-gpu-tests-"))
     home, data_root = root / "sim_home", root / "data"

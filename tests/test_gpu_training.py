@@ -7,8 +7,8 @@ import pytest
 
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.gpu.base import TrainingBackend
-from lora_pipelines.gpu.sim_files import faces_in_lora
 from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
+from sim_gpu.files import faces_in_lora
 from test_gpu_support import dataset_zip, shared_sim, trained_lora, training_spec, wait_done
 
 

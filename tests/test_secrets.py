@@ -183,7 +183,7 @@ def _request():
 def test_modal_endpoint_errors_never_carry_the_tokens(secret_env, tmp_path, echo_server, caplog):
     from lora_pipelines.gpu.endpoints import ModalEndpointsClient
     from lora_pipelines.gpu.errors import GpuBackendError, GpuPermanentError
-    from lora_pipelines.gpu.sim_launcher import SimGpuServer
+    from sim_gpu.server import SimGpuServer
 
     caplog.set_level(logging.DEBUG, logger="lora_pipelines")
     caplog.set_level(logging.INFO)
@@ -226,8 +226,8 @@ def secret_world(secret_env, pg_url_with_password, s3_bucket, tmp_path, faces_di
     from pipeline_helpers import BASE_ENV, build_definitions, clear_process_caches
 
     from lora_pipelines.domain.keys import lora_key
-    from lora_pipelines.gpu.sim_files import lora_file_bytes
-    from lora_pipelines.gpu.sim_launcher import SimGpuServer
+    from sim_gpu.files import lora_file_bytes
+    from sim_gpu.server import SimGpuServer
     from lora_pipelines.services.characters import add_character
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.store.repositories import LoraModelsRepository

@@ -28,8 +28,9 @@ def serve(host: str, port: int, home: Path | None, allow_roots: tuple[Path, ...]
           training_seconds: float) -> None:
     """Serve until interrupted. Modal-Key/Modal-Secret are enforced when LORA_PIPELINES_SIM_MODAL_KEY/_SECRET are set."""
     from lora_pipelines.gpu.sim_launcher import sim_home
-    from lora_pipelines.gpu.sim_server import SimConfig, load_faults, serve as run
     from lora_pipelines.settings import load_settings
+    from sim_gpu.config import SimConfig, load_faults
+    from sim_gpu.server import serve as run
 
     home = home or sim_home(load_settings().resolved_home)
     config = SimConfig(home=home, allowed_roots=list(allow_roots), training_seconds=training_seconds,

@@ -7,10 +7,6 @@ from typing import Protocol, runtime_checkable
 
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse, TrainingPoll, TrainingResult, TrainingSpec
 
-# Generation routes of the Modal apps (and of the simulated service): route -> base model it runs.
-LORA_ROUTES: dict[str, str] = {"flux-lora": "flux", "qwen-image-2512-lora": "qwen-image"}
-GENERATION_ROUTES: tuple[str, ...] = ("flux-lora", "qwen-image-2512-lora", "standard", "face-swap")
-
 
 @runtime_checkable
 class TrainingBackend(Protocol):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from lora_pipelines.gpu.base import GENERATION_ROUTES
 from lora_pipelines.gpu.http import RetryingHttp
-from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse
+from lora_pipelines.gpu.schemas import GENERATION_ROUTES, FaceSwapRequest, GenerateRequest, GenerateResponse
 
 
 def _reveal(value: SecretStr | str | None) -> str | None:

@@ -16,6 +16,10 @@ BackendName = Literal["simulated", "modal", "comfyui"]
 TrainingState = Literal["queued", "running", "succeeded", "failed", "lost"]
 GenerationMode = Literal["lora", "face_swap", "standard"]
 
+# Generation routes of the Modal apps (and of the simulated service): route -> base model it runs.
+LORA_ROUTES: dict[str, str] = {"flux-lora": "flux", "qwen-image-2512-lora": "qwen-image"}
+GENERATION_ROUTES: tuple[str, ...] = ("flux-lora", "qwen-image-2512-lora", "standard", "face-swap")
+
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _LORA_KEY = r"^loras/[A-Za-z0-9][A-Za-z0-9._-]{0,200}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.safetensors$"
 

@@ -1,23 +1,21 @@
-"""Starting the simulated GPU service: on demand as a subprocess shared by later processes, or in-process
-(a uvicorn thread) for tests."""
+"""Starting the simulated GPU service (the `sim_gpu` package) on demand, as a process of its own shared by later
+processes. Only its module name is used here: nothing of the service is imported into the orchestrator."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
-from lora_pipelines.gpu.sim_faults import FaultConfig
-from lora_pipelines.gpu.sim_server import SimConfig, create_app
-
+SERVICE_MODULE = "sim_gpu"
 STATE_FILE = "sim_gpu.json"
 START_TIMEOUT_S = 60.0
 IDLE_EXIT_S = 1800.0
@@ -60,7 +58,7 @@ def sim_home(home: Path) -> Path:
 def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), timeout_s: float = START_TIMEOUT_S,
                            idle_exit_s: float = IDLE_EXIT_S) -> str:
     """Base URL of the simulated service for `home`: the one recorded in {home}/sim_gpu/sim_gpu.json if it still
-    answers, else a new `python -m lora_pipelines.gpu.sim_server` subprocess on a free port (recorded for reuse).
+    answers, else a new `python -m sim_gpu` subprocess on a free port (recorded for reuse).
 
     `home` is LORA_PIPELINES_HOME; file:// URLs under it (and under `allowed_roots`) may be read by the service.
     The subprocess exits by itself after `idle_exit_s` without requests, or once its home is deleted.
@@ -80,10 +78,12 @@ def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), ti
                     return recorded["url"]
             except (ValueError, KeyError):
                 pass
+        if importlib.util.find_spec(SERVICE_MODULE) is None:
+            raise SimGpuStartError(f"the {SERVICE_MODULE} package is not importable; install the project (pip install -e .)")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         roots = [str(Path(home).expanduser().resolve()), *map(str, allowed_roots)]
-        cmd = [sys.executable, "-m", "lora_pipelines.gpu.sim_server", "--port", str(port), "--home", str(root),
+        cmd = [sys.executable, "-m", SERVICE_MODULE, "--port", str(port), "--home", str(root),
                "--idle-exit-seconds", str(idle_exit_s)]
         for r in roots:
             cmd += ["--allow-root", r]
@@ -94,45 +94,3 @@ def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), ti
         state.write_text(json.dumps({"url": url, "pid": process.pid, "home": str(root)}))
         return url
 
-
-class SimGpuServer:
-    """The service in a uvicorn thread of this process: `with SimGpuServer(home) as sim: sim.url`."""
-
-    def __init__(self, home: Path, *, port: int | None = None, allowed_roots: Sequence[Path] = (),
-                 modal_key: str | None = None, modal_secret: str | None = None, training_seconds: float = 1.0,
-                 faults: FaultConfig | None = None) -> None:
-        self.config = SimConfig(home=Path(home), allowed_roots=list(allowed_roots), modal_key=modal_key,
-                                modal_secret=modal_secret, training_seconds=training_seconds, faults=faults or FaultConfig())
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def home(self) -> Path:
-        return self.config.home
-
-    def start(self) -> SimGpuServer:
-        import uvicorn
-
-        app = create_app(self.config)
-        self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=1, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="sim-gpu-uvicorn")
-        self._thread.start()
-        _wait_healthy(self.url, 30.0)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> SimGpuServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

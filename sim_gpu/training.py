@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
-from lora_pipelines.gpu.sim_faces import face_crop, square_resize
-from lora_pipelines.gpu.sim_files import FetchRefused, fetch_url, lora_file_bytes, sha256_hex
+from sim_gpu.faces import face_crop, square_resize
+from sim_gpu.files import FetchRefused, fetch_url, lora_file_bytes, sha256_hex
 
 MAX_TRAINING_IMAGES = 24
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_pipelines.gpu.sim_studio import LoraRejected, Studio, is_triggered, read_lora, seed_for
 from lora_pipelines.workflows.model_files import UNET_BASE_MODEL
+from sim_gpu.studio import LoraRejected, Studio, is_triggered, read_lora, seed_for
 
 LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
 SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "BasicGuider", "CFGGuider", "DualCFGGuider")

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lora_pipelines.gpu.sim_faces import face_crop, open_rgb
-from lora_pipelines.gpu.sim_files import faces_in_lora, fetch_url, sha256_hex
-from lora_pipelines.gpu.sim_images import synthesize
+from sim_gpu.faces import face_crop, open_rgb
+from sim_gpu.files import faces_in_lora, fetch_url, sha256_hex
+from sim_gpu.images import synthesize
 
 SWAP_SUCCESS_RATE = 0.8
 _PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

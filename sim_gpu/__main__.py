@@ -1,0 +1,3 @@
+from sim_gpu.server import main
+
+main()
