@@ -3,11 +3,15 @@ the factory, and its CLI."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -109,6 +113,26 @@ def test_factory_refuses_incomplete_production_settings(tmp_path):
     services = build_gpu_services(Settings(home=tmp_path, gpu_backend="modal", modal_key="k-123456", modal_secret="s-123456",
                                            modal_endpoint_url="https://ws--{route}.modal.run"))
     assert (services.backend_name, services.training.name, services.comfyui) == ("modal", "modal", None)
+
+
+def test_sim_gpu_shares_only_schemas_domain_and_workflows_with_the_orchestrator():
+    root = Path(__file__).resolve().parents[1] / "sim_gpu"
+    imported = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            imported.update((path.relative_to(root).as_posix(), n) for n in names if n.startswith("lora_pipelines"))
+    assert imported, "sim_gpu no longer imports the shared schemas?"
+    allowed = ("lora_pipelines.gpu.schemas", "lora_pipelines.domain.", "lora_pipelines.workflows.")
+    assert [(f, n) for f, n in sorted(imported) if not n.startswith(allowed)] == []
+
+
+def test_importing_the_gpu_clients_and_cli_loads_no_service_code():
+    code = ("import sys, lora_pipelines.cli, lora_pipelines.gpu.factory, lora_pipelines.gpu.sim_launcher; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sim_gpu', 'fastapi', 'uvicorn')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_cli_serve_help_lists_the_options():
