@@ -19,7 +19,9 @@ from lora_pipelines.services.report import build_report, read_report_data
 from lora_pipelines.settings import Settings
 from lora_pipelines.store.database import Database
 from lora_pipelines.store.objects import open_store
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 
 UTC = timezone.utc
 TODAY = datetime.now(UTC).date()

@@ -8,7 +8,6 @@ mismatch deletes the object and raises ChecksumMismatchError.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -19,17 +18,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lora_pipelines.domain.keys import validate_key
-from lora_pipelines.store.local_objects import atomic_write
-from lora_pipelines.store.objects import (
-    CHUNK_SIZE,
+from lora_pipelines.store.objects.base import (
     ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
     ObjectStoreError,
-    sha256_of_file,
     validate_prefix,
 )
+from lora_pipelines.store.objects.files import CHUNK_SIZE, atomic_write, sha256_of_bytes, sha256_of_chunks, sha256_of_file
 
 MIB = 1024 * 1024
 SHA256_METADATA = "sha256"
@@ -121,13 +118,8 @@ class S3ObjectStore(ObjectStore):
         )
 
     def _stream_hash(self, key: str, body: Any, sink: BinaryIO | None = None) -> str:
-        digest = hashlib.sha256()
         with self._errors("read", key):
-            for chunk in body.iter_chunks(CHUNK_SIZE):
-                digest.update(chunk)
-                if sink is not None:
-                    sink.write(chunk)
-        return digest.hexdigest()
+            return sha256_of_chunks(body.iter_chunks(CHUNK_SIZE), sink)
 
     def _upload(self, key: str, stream: BinaryIO, sha256: str, content_type: str | None) -> ObjectInfo:
         extra: dict[str, Any] = {"Metadata": {SHA256_METADATA: sha256}}
@@ -151,7 +143,7 @@ class S3ObjectStore(ObjectStore):
     # --- ObjectStore -------------------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
-        return self._upload(key, io.BytesIO(data), hashlib.sha256(data).hexdigest(), content_type)
+        return self._upload(key, io.BytesIO(data), sha256_of_bytes(data), content_type)
 
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> ObjectInfo:
         sha256 = sha256_of_file(path)
@@ -165,7 +157,7 @@ class S3ObjectStore(ObjectStore):
             data = response["Body"].read()
         expected = expected_sha256 or (response.get("Metadata") or {}).get(SHA256_METADATA)
         if expected is not None:
-            actual = hashlib.sha256(data).hexdigest()
+            actual = sha256_of_bytes(data)
             if actual != expected:
                 raise ChecksumMismatchError(key, expected, actual)
         return data
