@@ -175,7 +175,8 @@ class GenerationJobsRepository:
 
         return update_locked(self.db, GENERATION_JOBS, job_id, merged)
 
-    def record_face_score(self, job_id: int, distance: float | None, match: bool | None, face_count: int) -> GenerationJob:
+    def record_face_score(self, job_id: int, distance: float | None, match: bool | None,
+                          face_count: int) -> GenerationJob:
         return self.update_fields(job_id, face_distance=distance, face_match=match, face_count=face_count)
 
     def requeue_stale(self, older_than: timedelta, max_attempts: int = 3, limit: int = 1000) -> list[int]:

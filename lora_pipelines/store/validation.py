@@ -110,4 +110,5 @@ def check_fields(fields_: dict[str, Any], table: str) -> None:
 def only(fields_: Mapping[str, Any], allowed: frozenset[str], table: str) -> None:
     unknown = sorted(set(fields_) - allowed)
     if unknown:
-        raise ValueError(f"{table} has no updatable field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"{table} has no updatable field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")

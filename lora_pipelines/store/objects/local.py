@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lora_pipelines.domain.keys import InvalidIdError, validate_key
-from lora_pipelines.store.objects.base import ChecksumMismatchError, ObjectInfo, ObjectNotFoundError, ObjectStore, validate_prefix
-from lora_pipelines.store.objects.files import atomic_write, read_chunks, sha256_of_bytes, sha256_of_chunks, sha256_of_file
+from lora_pipelines.store.objects.base import (
+    ChecksumMismatchError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    validate_prefix,
+)
+from lora_pipelines.store.objects.files import (
+    atomic_write,
+    read_chunks,
+    sha256_of_bytes,
+    sha256_of_chunks,
+    sha256_of_file,
+)
 
 
 class LocalObjectStore(ObjectStore):
@@ -35,7 +47,7 @@ class LocalObjectStore(ObjectStore):
 
     def _info(self, key: str, path: Path, sha256: str | None = None) -> ObjectInfo:
         st = path.stat()
-        return ObjectInfo(key, st.st_size, sha256, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+        return ObjectInfo(key, st.st_size, sha256, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         path = self._path(key)

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +26,13 @@ from lora_pipelines.store.objects.base import (
     ObjectStoreError,
     validate_prefix,
 )
-from lora_pipelines.store.objects.files import CHUNK_SIZE, atomic_write, sha256_of_bytes, sha256_of_chunks, sha256_of_file
+from lora_pipelines.store.objects.files import (
+    CHUNK_SIZE,
+    atomic_write,
+    sha256_of_bytes,
+    sha256_of_chunks,
+    sha256_of_file,
+)
 
 MIB = 1024 * 1024
 SHA256_METADATA = "sha256"
@@ -76,7 +82,8 @@ class S3ObjectStore(ObjectStore):
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=self.region_name, config=config
         )
-        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
+        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold,
+                                              multipart_chunksize=multipart_chunksize)
 
     def __repr__(self) -> str:
         endpoint = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
@@ -99,9 +106,11 @@ class S3ObjectStore(ObjectStore):
             code = str(error.get("Code", ""))
             if code in _NOT_FOUND_CODES:
                 raise ObjectNotFoundError(key) from None
-            raise ObjectStoreError(f"{operation} {key!r} in {self.url} failed: {code} {error.get('Message', '')}".rstrip()) from None
+            message = f"{operation} {key!r} in {self.url} failed: {code} {error.get('Message', '')}".rstrip()
+            raise ObjectStoreError(message) from None
         except BotoCoreError as exc:
-            raise ObjectStoreError(f"{operation} {key!r} in {self.url} failed: {exc.__class__.__name__}: {exc}") from None
+            message = f"{operation} {key!r} in {self.url} failed: {exc.__class__.__name__}: {exc}"
+            raise ObjectStoreError(message) from None
 
     def _get(self, key: str) -> dict[str, Any]:
         with self._errors("get", key):
@@ -113,7 +122,7 @@ class S3ObjectStore(ObjectStore):
             key=key,
             size_bytes=int(size if size is not None else response.get("ContentLength", response.get("Size", 0))),
             sha256=(response.get("Metadata") or {}).get(SHA256_METADATA),
-            last_modified=modified.astimezone(timezone.utc) if (modified := response.get("LastModified")) else None,
+            last_modified=modified.astimezone(UTC) if (modified := response.get("LastModified")) else None,
             content_type=response.get("ContentType"),
         )
 
@@ -126,7 +135,8 @@ class S3ObjectStore(ObjectStore):
         if content_type:
             extra["ContentType"] = content_type
         with self._errors("upload", key):
-            self.client.upload_fileobj(stream, self.bucket, self._full_key(key), ExtraArgs=extra, Config=self.transfer_config)
+            self.client.upload_fileobj(stream, self.bucket, self._full_key(key), ExtraArgs=extra,
+                                       Config=self.transfer_config)
         if self.verify_uploads:
             return self._verify_upload(key, sha256)
         return self.stat(key)
