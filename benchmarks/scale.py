@@ -50,8 +50,9 @@ from lora_pipelines.services.planning import (
     plan_pending_generations,
     plan_training_completion,
 )
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database, normalize_url
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
 try:  # the report is optional: without it the benchmark measures metrics.headline only
     from lora_pipelines.services import report

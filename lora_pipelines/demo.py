@@ -94,7 +94,8 @@ def run_demo(home: Path) -> dict:
     from lora_pipelines.services.demo_photos import fetch_demo_photos
     from lora_pipelines.services.metrics import headline
     from lora_pipelines.services.report import utc_today
-    from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+    from lora_pipelines.store.characters import CharactersRepository
+    from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
     ctx = PipelineContext.from_settings()
     ctx.db.upgrade()

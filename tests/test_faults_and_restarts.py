@@ -20,9 +20,10 @@ from lora_pipelines.services import training as training_svc
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.generation import run_generation_job
 from lora_pipelines.services.planning import plan_pending_generations
-from lora_pipelines.store.local_objects import LocalObjectStore
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects import ObjectStoreError
-from lora_pipelines.store.repositories import GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.objects.local import LocalObjectStore
 from pipeline_helpers import open_world, person_photos
 
 pytest_plugins = ["pipeline_helpers"]

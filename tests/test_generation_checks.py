@@ -17,9 +17,11 @@ from lora_pipelines.resources import AppDatabaseResource
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.report import build_report
 from lora_pipelines.settings import Settings
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects import open_store
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
 
 CHECKS = ("face_consistency", "lora_usage_rate", "generation_success_rate", "fallback_success")
 SEVERITY = {"face_consistency": dg.AssetCheckSeverity.WARN, "lora_usage_rate": dg.AssetCheckSeverity.ERROR,

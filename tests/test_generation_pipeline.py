@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from lora_pipelines.domain.keys import lora_key
-from lora_pipelines.store.repositories import GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 from pipeline_helpers import check_results, person_photos
 
 pytest_plugins = ["pipeline_helpers"]

@@ -32,8 +32,9 @@ from lora_pipelines.faces.dataset import build_training_dataset
 from lora_pipelines.faces.images import ImageDecodeError, decode_image
 from lora_pipelines.gpu.comfyui import ComfyUIClient
 from lora_pipelines.gpu.errors import GpuBackendError
-from lora_pipelines.store.local_objects import LocalObjectStore
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.objects.local import LocalObjectStore
 
 IMAGE_CASES = image_cases()
 UNDECODABLE = [c for c in IMAGE_CASES if c.reason in {"corrupt_image", "too_large"}]
@@ -311,7 +312,7 @@ def generation_world(tmp_path_factory):
     from sim_gpu.server import SimGpuServer
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.settings import Settings
-    from lora_pipelines.store.repositories import LoraModelsRepository
+    from lora_pipelines.store.lora_models import LoraModelsRepository
 
     home = tmp_path_factory.mktemp("generation_world")
     with pytest.MonkeyPatch.context() as mp, SimGpuServer(home / "sim", allowed_roots=[home / "objects"],

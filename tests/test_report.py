@@ -13,13 +13,16 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from lora_pipelines.services import metrics, report as report_module
+from lora_pipelines.services import metrics
+from lora_pipelines.services import report as report_module
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.report import build_report, read_report_data
 from lora_pipelines.settings import Settings
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects import open_store
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
 
 UTC = timezone.utc
 TODAY = datetime.now(UTC).date()

@@ -22,8 +22,10 @@ from sqlalchemy import event
 
 from lora_pipelines.services import metrics
 from lora_pipelines.services.planning import CharacterCursor
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database, normalize_url
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 
 pytestmark = pytest.mark.postgres
 

@@ -76,7 +76,7 @@ def test_the_scanner_finds_what_it_looks_for():
 
 def test_s3_store_errors_reprs_logs_and_presigned_urls_carry_no_secret(secret_env, s3_bucket, caplog):
     from lora_pipelines.store.objects import ObjectStoreError
-    from lora_pipelines.store.s3_objects import S3ObjectStore
+    from lora_pipelines.store.objects.s3 import S3ObjectStore
 
     endpoint, bucket = s3_bucket
     caplog.set_level(logging.DEBUG, logger="lora_pipelines")
@@ -108,7 +108,7 @@ def test_reprs_of_store_database_resources_and_clients_carry_no_secret(secret_en
     from lora_pipelines.gpu.endpoints import ModalEndpointsClient
     from lora_pipelines.resources import build_resources
     from lora_pipelines.store.database import Database, display_url
-    from lora_pipelines.store.s3_objects import S3ObjectStore
+    from lora_pipelines.store.objects.s3 import S3ObjectStore
 
     endpoint, bucket = s3_bucket
     url = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432/test"
@@ -230,7 +230,7 @@ def secret_world(secret_env, pg_url_with_password, s3_bucket, tmp_path, faces_di
     from sim_gpu.server import SimGpuServer
     from lora_pipelines.services.characters import add_character
     from lora_pipelines.services.context import PipelineContext
-    from lora_pipelines.store.repositories import LoraModelsRepository
+    from lora_pipelines.store.lora_models import LoraModelsRepository
 
     endpoint, bucket = s3_bucket
     env = {**BASE_ENV, "LORA_PIPELINES_HOME": str(tmp_path / "home"), "LORA_PIPELINES_DATABASE_URL": pg_url_with_password,
@@ -270,7 +270,7 @@ def _run(world: dict, job_name: str, run_config: dict | None = None):
 def test_dagster_runs_cli_output_and_reports_carry_no_secret(secret_world, tmp_path, caplog):
     from dagster._serdes import serialize_value
 
-    from lora_pipelines.store.repositories import GenerationJobsRepository
+    from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
     world, ctx = secret_world, secret_world["ctx"]
     caplog.set_level(logging.INFO)

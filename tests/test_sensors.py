@@ -11,7 +11,9 @@ import pytest
 from lora_pipelines.domain.keys import photo_key
 from lora_pipelines.partitions import partition_key
 from lora_pipelines.services.planning import plan_pending_generations
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 from pipeline_helpers import open_world, person_photos, photo_name
 
 

@@ -8,7 +8,9 @@ from click.testing import CliRunner
 
 from lora_pipelines.cli import main
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 
 CHARACTER_FIELDS = {"id", "name", "lora_enabled", "photo_keys", "loras"}
 LORA_FIELDS = {"id", "status", "base_model", "model_path", "model_url", "sha256", "trigger_word"}

@@ -10,17 +10,14 @@ import pytest
 import sqlalchemy as sa
 
 from lora_pipelines.domain.keys import InvalidIdError
+from lora_pipelines.domain.trigger_words import InvalidTriggerWordError, trigger_word_for
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database
-from lora_pipelines.store.repositories import (
-    CharactersRepository,
-    GenerationJobsRepository,
-    IdempotencyConflictError,
-    LoraModelsRepository,
-    RecordNotFoundError,
-)
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import IdempotencyConflictError, LoraModelsRepository
+from lora_pipelines.store.rows import RecordNotFoundError
 from lora_pipelines.store.status import IllegalStatusTransition, UnknownStatusError, check_generation_transition
 from lora_pipelines.store.tables import GenerationJobRow
-from lora_pipelines.domain.trigger_words import InvalidTriggerWordError, trigger_word_for
 
 
 @pytest.fixture()

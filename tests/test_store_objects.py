@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from lora_pipelines.domain.keys import InvalidIdError
-from lora_pipelines.store.local_objects import LocalObjectStore
 from lora_pipelines.store.objects import (
     ChecksumMismatchError,
     ObjectNotFoundError,
@@ -19,7 +18,9 @@ from lora_pipelines.store.objects import (
     open_store,
     open_store_from_settings,
 )
-from lora_pipelines.store.s3_objects import MIB, S3ObjectStore
+from lora_pipelines.store.objects.files import atomic_write
+from lora_pipelines.store.objects.local import LocalObjectStore
+from lora_pipelines.store.objects.s3 import MIB, S3ObjectStore
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -253,3 +254,22 @@ def test_s3_region_is_auto_for_an_endpoint_and_left_to_boto3_for_aws(monkeypatch
     aws = S3ObjectStore("bucket")
     assert aws.client.meta.region_name != "auto"  # "auto" would make boto3 call s3.auto.amazonaws.com
     assert "s3.auto." not in aws.client.meta.endpoint_url
+
+
+def test_atomic_write_replaces_the_file_whole_or_not_at_all(tmp_path: Path) -> None:
+    dest = tmp_path / "loras" / "7.safetensors"
+    with atomic_write(dest) as out:
+        out.write(b"first version")
+    with pytest.raises(RuntimeError, match="connection lost"), atomic_write(dest) as out:
+        out.write(b"half of the second")
+        raise RuntimeError("connection lost")
+    assert dest.read_bytes() == b"first version"
+    assert [p.name for p in dest.parent.iterdir()] == ["7.safetensors"]
+
+
+def test_a_write_in_progress_is_not_an_object_of_the_local_store(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    with atomic_write(store.root / "loras" / "x.safetensors") as out:
+        out.write(b"partial")
+        assert store.list() == [] and not store.exists("loras/x.safetensors")
+    assert [info.key for info in store.list()] == ["loras/x.safetensors"]

@@ -40,7 +40,7 @@ def test_each_base_model_gets_the_same_dataset_from_one_analysis(lp_home, faces_
     # new photos are a new photo set: analysed again
     more = person_photos(faces_dir, "matt_damon")[:1]
     ctx.store.put_bytes(f"characters/{character.id}/photos/extra.jpg", more[0].read_bytes())
-    from lora_pipelines.store.repositories import CharactersRepository
+    from lora_pipelines.store.characters import CharactersRepository
 
     CharactersRepository(ctx.db).add_photo_keys(character.id, [f"characters/{character.id}/photos/extra.jpg"])
     prepare_dataset(ctx, character.id, "flux")

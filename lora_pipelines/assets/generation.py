@@ -14,7 +14,7 @@ from lora_pipelines.assets.metadata import image_md, string_table
 from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
 from lora_pipelines.services.generation import run_generation_job
 from lora_pipelines.services.previews import outputs_preview
-from lora_pipelines.store.repositories import GenerationJobsRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
 
 class GenerationBatchConfig(dg.Config):

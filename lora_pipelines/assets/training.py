@@ -127,7 +127,7 @@ def lora_artifact(
 ):
     """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors; only this makes a LoRA ready."""
     from lora_pipelines.gpu.schemas import TrainingResult
-    from lora_pipelines.store.repositories import LoraModelsRepository
+    from lora_pipelines.store.lora_models import LoraModelsRepository
 
     ctx = pipeline_context(database, object_store, gpu)
     row_id = trained_lora["lora_model_id"]

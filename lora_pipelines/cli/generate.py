@@ -20,7 +20,8 @@ def generate(character_id: int, model: str, prompt: str, count: int, wait: bool,
     from lora_pipelines.domain.model_registry import UnknownModelError, get_model
     from lora_pipelines.domain.prompts import apply_trigger_word
     from lora_pipelines.services.context import PipelineContext
-    from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+    from lora_pipelines.store.characters import CharactersRepository
+    from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
     try:
         get_model(model)

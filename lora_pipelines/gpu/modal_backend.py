@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import fcntl
-import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -23,10 +20,16 @@ from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from lora_pipelines.gpu.downloads import download_verified
-from lora_pipelines.gpu.errors import (GpuBackendError, GpuMalformedResponseError, GpuPermanentError, GpuTimeoutError,
-                                       GpuTransientError)
+from lora_pipelines.gpu.errors import (
+    GpuBackendError,
+    GpuMalformedResponseError,
+    GpuPermanentError,
+    GpuTimeoutError,
+    GpuTransientError,
+)
 from lora_pipelines.gpu.http import RetryingHttp
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.store.objects.files import atomic_write, sha256_of_chunks
 
 T = TypeVar("T")
 
@@ -163,30 +166,28 @@ class ModalTrainingBackend:
     def _fetch_from_volume(self, result: TrainingResult, dest: Path) -> Path:
         """Chunks into a temp file next to `dest`; renamed to `dest` only when size and sha256 match the result."""
         where = f"{self.app}.{self.read_function}({result.volume_path!r})"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        digest, received = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                while received <= result.size_bytes:
-                    # One byte past the expected end too: a longer file on the volume is not the trained one.
-                    length = min(self.read_chunk_bytes, result.size_bytes - received + 1)
-                    chunk = self._read_chunk(where, result.volume_path, received, length)
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    if len(chunk) < length:
-                        break
+
+        def chunks() -> Iterator[bytes]:
+            received = 0
+            while received <= result.size_bytes:
+                # One byte past the expected end too: a longer file on the volume is not the trained one.
+                length = min(self.read_chunk_bytes, result.size_bytes - received + 1)
+                chunk = self._read_chunk(where, result.volume_path, received, length)
+                yield chunk
+                received += len(chunk)
+                if len(chunk) < length:
+                    return
+
+        with atomic_write(dest) as fh:
+            digest = sha256_of_chunks(chunks(), sink=fh)
+            received = fh.tell()
             if received != result.size_bytes:
                 raise GpuPermanentError(f"{where} gave {received} bytes, the training result says {result.size_bytes}",
                                         backend=self.name, endpoint=self.read_function)
-            if digest.hexdigest() != result.sha256:
-                raise GpuPermanentError(f"{where} gave bytes with sha256 {digest.hexdigest()[:12]}…, the training "
+            if digest != result.sha256:
+                raise GpuPermanentError(f"{where} gave bytes with sha256 {digest[:12]}…, the training "
                                         f"result says {result.sha256[:12]}…", backend=self.name,
                                         endpoint=self.read_function)
-            os.replace(tmp_name, dest)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
         return dest
 
     def _read_chunk(self, where: str, volume_path: str, offset: int, length: int) -> bytes:
@@ -267,7 +268,6 @@ class _KeyStore:
     def __exit__(self, *exc: object) -> None:
         if self._lock is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.memory))
-        tmp.replace(self.path)
+        with atomic_write(self.path) as fh:
+            fh.write(json.dumps(self.memory).encode())
         self._lock.close()

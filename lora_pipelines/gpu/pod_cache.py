@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from lora_pipelines.domain.keys import validate_id
-from lora_pipelines.store.objects import sha256_of_file
+from lora_pipelines.store.objects.files import atomic_path, sha256_of_file
 
 Fetch = Callable[[Path], None] | str
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
@@ -103,19 +102,13 @@ def ensure_lora_on_pod(lora_model_id: str, sha256: str, fetch: Fetch, loras_root
         if _is_valid(final, sha256):
             os.utime(final)  # most recently used
         else:
-            fd, tmp_name = tempfile.mkstemp(dir=root, prefix=f".{final.name}.", suffix=".part")
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
+            with atomic_path(final) as tmp:
                 _download(fetch, tmp, timeout_s)
                 got = sha256_of_file(tmp)
                 if got != sha256:
                     raise LoraChecksumError(f"LoRA {lora_model_id}: downloaded file has sha256 {got[:12]}…, "
                                             f"expected {sha256[:12]}…; discarded")
-                os.replace(tmp, final)
-                _verified_marker(final).write_text(f"{sha256} {final.stat().st_size}")
-            finally:
-                tmp.unlink(missing_ok=True)
+            _verified_marker(final).write_text(f"{sha256} {final.stat().st_size}")
     evict_lru(root, budget_bytes, keep=final)
     return final
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from lora_pipelines.domain.keys import photo_key
 from lora_pipelines.faces.images import ImageDecodeError, decode_image
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.store.repositories import CharactersRepository
+from lora_pipelines.store.characters import CharactersRepository
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 

@@ -19,7 +19,8 @@ from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.lora_lookup import get_lora_for_generation
 from lora_pipelines.services.scoring import score_job_output
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
 GENERATION_SIZE = 512  # the simulated service renders this size; real backends take width/height as given
 

@@ -20,8 +20,9 @@ from lora_pipelines.domain.lora_selection import (
 from lora_pipelines.domain.model_registry import get_model
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.store.objects import sha256_of_file
-from lora_pipelines.store.repositories import CharactersRepository, LoraModelsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
+from lora_pipelines.store.objects.files import sha256_of_file
 
 _cache: dict[tuple[str, str], InspectOutcome] = {}
 _cache_lock = threading.Lock()

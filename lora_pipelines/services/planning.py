@@ -12,8 +12,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.references import load_reference_embeddings
-from lora_pipelines.store.repositories import GenerationJobsRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
 
 def score_job_output(ctx: PipelineContext, job_id: int, character, image: bytes):

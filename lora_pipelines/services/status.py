@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from lora_pipelines.services import metrics
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 
 
 def _lora(row) -> dict:

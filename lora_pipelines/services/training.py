@@ -20,8 +20,9 @@ from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, insp
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.references import save_reference
-from lora_pipelines.store.objects import sha256_of_file
-from lora_pipelines.store.repositories import CharactersRepository, LoraModelsRepository
+from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
+from lora_pipelines.store.objects.files import sha256_of_file
 
 MAX_TRAINING_ATTEMPTS = 2  # a lost GPU call is resubmitted once, never more
 TRAINER_NAME = "ai-toolkit"

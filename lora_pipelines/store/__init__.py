@@ -1,1 +1,1 @@
-"""App database (tables, migrations, repositories) and object stores (local folder, S3/R2)."""
+"""App database (tables, migrations, one module per repository) and object stores (`objects/`: local folder, S3/R2)."""

@@ -6,20 +6,12 @@ hash to what was expected raises `ChecksumMismatchError`.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 from lora_pipelines.domain.keys import validate_key
-
-if TYPE_CHECKING:
-    from lora_pipelines.settings import Settings
-
-CHUNK_SIZE = 1024 * 1024
 
 
 class ObjectStoreError(Exception):
@@ -45,23 +37,6 @@ class ObjectInfo:
     sha256: str | None
     last_modified: datetime | None
     content_type: str | None = None
-
-
-def sha256_of_chunks(chunks: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    while chunk := stream.read(size):
-        yield chunk
-
-
-def sha256_of_file(path: str | Path) -> str:
-    with open(path, "rb") as stream:
-        return sha256_of_chunks(read_chunks(stream))
 
 
 def validate_prefix(prefix: str) -> str:
@@ -128,33 +103,3 @@ class ObjectStore(ABC):
             raise ChecksumMismatchError(key, expected, actual)
         return ObjectInfo(info.key, info.size_bytes, actual, info.last_modified, info.content_type)
 
-
-def open_store(url: str, endpoint_url: str | None = None) -> ObjectStore:
-    """A store for a folder path (or file:// URI) or `s3://bucket/prefix` (R2 via `endpoint_url`)."""
-    if not url:
-        raise ValueError("object store URL is empty")
-    if url.startswith("s3://"):
-        from lora_pipelines.store.s3_objects import S3ObjectStore
-
-        bucket, _, prefix = url[len("s3://"):].partition("/")
-        return S3ObjectStore(bucket, prefix, endpoint_url=endpoint_url)
-    if url.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        parsed = urlparse(url)
-        if parsed.netloc not in {"", "localhost"}:
-            raise ValueError(f"file URI {url!r} names a remote host")
-        url = unquote(parsed.path)
-    elif "://" in url:
-        raise ValueError(f"unsupported object store URL {url!r}: use a folder path or s3://bucket/prefix")
-    from lora_pipelines.store.local_objects import LocalObjectStore
-
-    return LocalObjectStore(url)
-
-
-def open_store_from_settings(settings: Settings | None = None) -> ObjectStore:
-    if settings is None:
-        from lora_pipelines.settings import load_settings
-
-        settings = load_settings()
-    return open_store(settings.resolved_store_url, endpoint_url=settings.s3_endpoint_url)

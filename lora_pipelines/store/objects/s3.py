@@ -8,27 +8,30 @@ mismatch deletes the object and raises ChecksumMismatchError.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from lora_pipelines.domain.keys import validate_key
-from lora_pipelines.store.local_objects import atomic_write
-from lora_pipelines.store.objects import (
-    CHUNK_SIZE,
+from lora_pipelines.store.objects.base import (
     ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
     ObjectStoreError,
-    sha256_of_file,
     validate_prefix,
+)
+from lora_pipelines.store.objects.files import (
+    CHUNK_SIZE,
+    atomic_write,
+    sha256_of_bytes,
+    sha256_of_chunks,
+    sha256_of_file,
 )
 
 MIB = 1024 * 1024
@@ -79,7 +82,8 @@ class S3ObjectStore(ObjectStore):
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=self.region_name, config=config
         )
-        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
+        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold,
+                                              multipart_chunksize=multipart_chunksize)
 
     def __repr__(self) -> str:
         endpoint = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
@@ -102,9 +106,11 @@ class S3ObjectStore(ObjectStore):
             code = str(error.get("Code", ""))
             if code in _NOT_FOUND_CODES:
                 raise ObjectNotFoundError(key) from None
-            raise ObjectStoreError(f"{operation} {key!r} in {self.url} failed: {code} {error.get('Message', '')}".rstrip()) from None
+            message = f"{operation} {key!r} in {self.url} failed: {code} {error.get('Message', '')}".rstrip()
+            raise ObjectStoreError(message) from None
         except BotoCoreError as exc:
-            raise ObjectStoreError(f"{operation} {key!r} in {self.url} failed: {exc.__class__.__name__}: {exc}") from None
+            message = f"{operation} {key!r} in {self.url} failed: {exc.__class__.__name__}: {exc}"
+            raise ObjectStoreError(message) from None
 
     def _get(self, key: str) -> dict[str, Any]:
         with self._errors("get", key):
@@ -116,25 +122,21 @@ class S3ObjectStore(ObjectStore):
             key=key,
             size_bytes=int(size if size is not None else response.get("ContentLength", response.get("Size", 0))),
             sha256=(response.get("Metadata") or {}).get(SHA256_METADATA),
-            last_modified=modified.astimezone(timezone.utc) if (modified := response.get("LastModified")) else None,
+            last_modified=modified.astimezone(UTC) if (modified := response.get("LastModified")) else None,
             content_type=response.get("ContentType"),
         )
 
     def _stream_hash(self, key: str, body: Any, sink: BinaryIO | None = None) -> str:
-        digest = hashlib.sha256()
         with self._errors("read", key):
-            for chunk in body.iter_chunks(CHUNK_SIZE):
-                digest.update(chunk)
-                if sink is not None:
-                    sink.write(chunk)
-        return digest.hexdigest()
+            return sha256_of_chunks(body.iter_chunks(CHUNK_SIZE), sink)
 
     def _upload(self, key: str, stream: BinaryIO, sha256: str, content_type: str | None) -> ObjectInfo:
         extra: dict[str, Any] = {"Metadata": {SHA256_METADATA: sha256}}
         if content_type:
             extra["ContentType"] = content_type
         with self._errors("upload", key):
-            self.client.upload_fileobj(stream, self.bucket, self._full_key(key), ExtraArgs=extra, Config=self.transfer_config)
+            self.client.upload_fileobj(stream, self.bucket, self._full_key(key), ExtraArgs=extra,
+                                       Config=self.transfer_config)
         if self.verify_uploads:
             return self._verify_upload(key, sha256)
         return self.stat(key)
@@ -151,7 +153,7 @@ class S3ObjectStore(ObjectStore):
     # --- ObjectStore -------------------------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
-        return self._upload(key, io.BytesIO(data), hashlib.sha256(data).hexdigest(), content_type)
+        return self._upload(key, io.BytesIO(data), sha256_of_bytes(data), content_type)
 
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> ObjectInfo:
         sha256 = sha256_of_file(path)
@@ -165,7 +167,7 @@ class S3ObjectStore(ObjectStore):
             data = response["Body"].read()
         expected = expected_sha256 or (response.get("Metadata") or {}).get(SHA256_METADATA)
         if expected is not None:
-            actual = hashlib.sha256(data).hexdigest()
+            actual = sha256_of_bytes(data)
             if actual != expected:
                 raise ChecksumMismatchError(key, expected, actual)
         return data

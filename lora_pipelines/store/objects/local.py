@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from lora_pipelines.domain.keys import InvalidIdError, validate_key
-from lora_pipelines.store.objects import (
+from lora_pipelines.store.objects.base import (
     ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
-    read_chunks,
-    sha256_of_chunks,
-    sha256_of_file,
     validate_prefix,
 )
-
-_TEMP_PREFIX = ".tmp-"  # valid keys never start with '.', so temp files are never listed
-
-
-@contextmanager
-def atomic_write(dest: Path) -> Iterator[BinaryIO]:
-    """A temp file next to `dest`, renamed over it only if the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+from lora_pipelines.store.objects.files import (
+    atomic_write,
+    read_chunks,
+    sha256_of_bytes,
+    sha256_of_chunks,
+    sha256_of_file,
+)
 
 
 class LocalObjectStore(ObjectStore):
@@ -66,24 +47,24 @@ class LocalObjectStore(ObjectStore):
 
     def _info(self, key: str, path: Path, sha256: str | None = None) -> ObjectInfo:
         st = path.stat()
-        return ObjectInfo(key, st.st_size, sha256, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+        return ObjectInfo(key, st.st_size, sha256, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         path = self._path(key)
         with atomic_write(path) as stream:
             stream.write(data)
-        return self._info(key, path, sha256_of_chunks([data]))
+        return self._info(key, path, sha256_of_bytes(data))
 
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> ObjectInfo:
         dest = self._path(key)
         with open(path, "rb") as source, atomic_write(dest) as stream:
-            digest = _copy_hashing(source, stream)
+            digest = sha256_of_chunks(read_chunks(source), sink=stream)
         return self._info(key, dest, digest)
 
     def get_bytes(self, key: str, expected_sha256: str | None = None) -> bytes:
         data = self._existing(key).read_bytes()
         if expected_sha256 is not None:
-            actual = sha256_of_chunks([data])
+            actual = sha256_of_bytes(data)
             if actual != expected_sha256:
                 raise ChecksumMismatchError(key, expected_sha256, actual)
         return data
@@ -92,7 +73,7 @@ class LocalObjectStore(ObjectStore):
         source = self._existing(key)
         dest = Path(dest_path)
         with open(source, "rb") as stream, atomic_write(dest) as out:
-            digest = _copy_hashing(stream, out)
+            digest = sha256_of_chunks(read_chunks(stream), sink=out)
             if expected_sha256 is not None and digest != expected_sha256:
                 raise ChecksumMismatchError(key, expected_sha256, digest)
         return self._info(key, dest, digest)
@@ -135,10 +116,3 @@ class LocalObjectStore(ObjectStore):
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
-
-def _copy_hashing(source: BinaryIO, dest: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    for chunk in read_chunks(source):
-        digest.update(chunk)
-        dest.write(chunk)
-    return digest.hexdigest()
