@@ -182,7 +182,9 @@ def test_two_faces_in_the_edge_photo_are_both_scored(faces_dir, sface_recogniser
     assert len(faces) == 2
     left, right = sorted(faces, key=lambda f: f.box[0])
     assert left.box[2] <= right.box[0]
-    kit = [embed_one(sface_recogniser, _photo(faces_dir, "kit_harington/" + name)) for name in ("john1.jpeg", "john2.jpeg")]
+    kit = [
+        embed_one(sface_recogniser, _photo(faces_dir, "kit_harington/" + name)) for name in ("john1.jpeg", "john2.jpeg")
+    ]
     result = face_match(sface_recogniser, _photo(faces_dir, "_edge/kit_with_rose.jpg"), kit)
     assert result.face_count == 2 and result.flags == ["several_faces"]
 
@@ -224,6 +226,8 @@ def test_face_matches_reports_both_recognisers(faces_dir):
 
     broken = face_matches(b"\x89PNG\r\n\x1a\n" + b"\0" * 40, references, recognisers, name="gen.png")
     assert all(m.flags == ["corrupt"] and m.detail.startswith("gen.png:") for m in broken.values())
+    with pytest.raises(ValueError, match="no reference embeddings for the sface recogniser"):
+        face_matches(b"junk", {"dlib": references["dlib"]}, recognisers)
 
 
 def test_analyzer_pickles_without_its_models(faces_dir):

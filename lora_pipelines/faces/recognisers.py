@@ -200,6 +200,9 @@ def face_matches(
     Bytes are decoded once, so a corrupt image is reported as "corrupt" by every recogniser.
     """
     recognisers = list(recognisers) if recognisers is not None else default_recognisers()
+    missing = [r.name for r in recognisers if r.name not in references]
+    if missing:
+        raise ValueError(f"no reference embeddings for the {', '.join(missing)} recogniser(s)")
     if isinstance(image, (bytes, bytearray)):
         try:
             image = decode_image(bytes(image), name=name)
