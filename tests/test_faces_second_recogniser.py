@@ -114,6 +114,25 @@ def test_alignment_matches_opencvs_align_crop(faces_dir):
     assert difference.max() <= 1 and difference.mean() < 0.01, (difference.max(), difference.mean())
 
 
+def test_embedding_follows_opencvs_feature_recipe(faces_dir):
+    """What FaceRecognizerSF.feature() does to a BGR crop: blobFromImage(swapRB=True), scale 1, no mean."""
+    import cv2
+
+    analyzer = SFaceAnalyzer()
+    img = _photo(faces_dir, "angelina_jolie/img10.jpg")
+    crop = align_face(np.asarray(img), analyzer.analyze(img)[0].landmarks)
+    bgr = np.ascontiguousarray(crop[:, :, ::-1])
+    model = str(sface.model_paths()["recogniser"])
+    try:
+        expected = cv2.FaceRecognizerSF.create(model, "").feature(bgr)
+    except cv2.error:  # OpenCV 5: feature() cannot feed this graph, so apply its recipe by hand
+        net = cv2.dnn.readNetFromONNX(model)
+        net.setInput(cv2.dnn.blobFromImage(bgr, 1.0, (112, 112), (0, 0, 0), True, False), "data")
+        expected = net.forward()
+    assert cosine_similarity(analyzer.embed_aligned(crop), expected) > 0.9999
+    assert cosine_similarity(analyzer.embed_aligned(bgr), expected) < 0.99  # the channel order matters
+
+
 def test_similarity_transform_undoes_a_known_pose():
     angle, scale, shift = np.deg2rad(25), 3.2, np.array([140.0, 60.0])
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
