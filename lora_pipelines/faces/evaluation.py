@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -41,3 +41,36 @@ def separation_auc(same_distances: Sequence[float], different_distances: Sequenc
     rank_sum_different = ranks[same.size :].sum()
     u = rank_sum_different - different.size * (different.size + 1) / 2
     return float(u / (same.size * different.size))
+
+
+def pair_scores(
+    embeddings: Sequence[np.ndarray], identities: Sequence[str], score: Callable[[np.ndarray, np.ndarray], float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """score() of every pair of faces, split into (same person, different people)."""
+    if len(embeddings) != len(identities):
+        raise ValueError(f"{len(embeddings)} embeddings but {len(identities)} identities")
+    same, different = [], []
+    for (e1, id1), (e2, id2) in itertools.combinations(zip(embeddings, identities, strict=True), 2):
+        (same if id1 == id2 else different).append(score(e1, e2))
+    return np.array(same), np.array(different)
+
+
+def calibrate_threshold(
+    same_scores: Sequence[float], different_scores: Sequence[float], *, higher_is_same: bool
+) -> float:
+    """The cut between two observed scores that maximises (same-person match rate + different rejection rate) / 2.
+
+    When the two sets do not overlap, that is the middle of the gap between them.
+    """
+    sign = 1.0 if higher_is_same else -1.0
+    same = sign * np.asarray(same_scores, dtype=np.float64)
+    different = sign * np.asarray(different_scores, dtype=np.float64)
+    if same.size == 0 or different.size == 0:
+        raise ValueError("calibration needs at least one same-person and one different-person pair")
+    values = np.unique(np.concatenate([same, different]))
+    if values.size < 2:
+        raise ValueError("calibration needs at least two distinct scores")
+    cuts = (values[:-1] + values[1:]) / 2
+    matched = (same[None, :] >= cuts[:, None]).mean(axis=1)
+    rejected = (different[None, :] < cuts[:, None]).mean(axis=1)
+    return float(sign * cuts[np.argmax(matched + rejected)])
