@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from lora_pipelines.services import metrics
-from lora_pipelines.services.planning import CharacterCursor
+from lora_pipelines.reporting import metrics
+from lora_pipelines.planning.training import CharacterCursor
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
 

@@ -10,7 +10,8 @@ import pytest
 
 from lora_pipelines.domain.keys import photo_key
 from lora_pipelines.partitions import partition_key
-from lora_pipelines.services.planning import plan_pending_generations
+from lora_pipelines.planning.generation import plan_pending_generations
+from lora_pipelines.services.reaper import requeue_stale_generations
 from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
 from pipeline_helpers import open_world, person_photos, photo_name
 
@@ -133,7 +134,8 @@ def test_pending_generations_batches_new_jobs_once_and_retries_stale_ones(world,
 
     # a job claimed by a worker that died goes back to pending, under a key naming its attempt
     assert jobs.claim(ids[0], "dead-worker") is not None
-    batches, _ = plan_pending_generations(world.ctx.db, more[-1],
+    requeued = requeue_stale_generations(world.ctx.db, stale_after=timedelta(milliseconds=1))
+    batches, _ = plan_pending_generations(world.ctx.db, more[-1], requeued=requeued,
                                           stale_after=timedelta(milliseconds=1))
     assert [b.run_key for b in batches if ids[0] in b.job_ids] == [f"gen-retry:{ids[0]}:1"]
     assert jobs.get(ids[0]).status == "pending" and jobs.get(ids[0]).attempts == 1
@@ -191,7 +193,7 @@ def test_an_orphaned_pending_job_is_requested_again_when_its_orphan_run_dies_too
 def test_demo_runs_are_tagged_so_the_daemon_never_reruns_their_keys(world, faces_dir):
     """The sensor daemon treats a run key as used only by a run tagged with the same sensor name: the demo's
     runs must carry it, or `dagster dev` on the demo's instance would request every demo run again."""
-    from lora_pipelines.demo import _execute
+    from lora_pipelines.demo.sensor_runs import execute_request
 
     character = world.add_character("Demo Tagged", person_photos(faces_dir, "matt_damon")[:1], lora_enabled=False)
     jobs = GenerationJobsRepository(world.ctx.db)
@@ -200,7 +202,7 @@ def test_demo_runs_are_tagged_so_the_daemon_never_reruns_their_keys(world, faces
     request = dg.RunRequest(run_key=f"gen:{job_id}-{job_id}:1",
                             run_config={"ops": {"generation_outputs": {"config": {"job_ids": [job_id]}}}})
 
-    assert _execute(world.instance, world.defs, "generation_job", request, lambda _message: None,
+    assert execute_request(world.instance, world.defs, "generation_job", request, lambda _message: None,
                     sensor_name="pending_generations")
 
     [run] = world.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}))

@@ -11,6 +11,7 @@ from lora_pipelines.store.database import Database
 from lora_pipelines.store.objects import ObjectStore, open_store_from_settings
 
 if TYPE_CHECKING:
+    from lora_pipelines.domain.lora_selection import InspectOutcome
     from lora_pipelines.faces.embeddings import FaceAnalyzer
     from lora_pipelines.gpu.base import TrainingBackend
     from lora_pipelines.gpu.factory import GpuServices
@@ -23,6 +24,8 @@ class PipelineContext:
     store: ObjectStore
     _gpu: GpuServices | None = field(default=None, repr=False)
     _running_training: TrainingBackend | None = field(default=None, repr=False)
+    # (object key, sha256) → outcome of checking that stored LoRA file (services.lora_lookup)
+    lora_inspections: dict[tuple[str, str], InspectOutcome] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PipelineContext:
