@@ -28,6 +28,18 @@ def test_definitions_hold_the_whole_pipeline(lp_home):
     assert upstream == {"lora_artifact"}
 
 
+def test_definitions_read_the_environment_when_called_not_at_import(lp_home, monkeypatch):
+    from lora_pipelines.definitions import defs
+
+    monkeypatch.setenv("LORA_PIPELINES_GPU_BACKEND", "modal")
+    assert defs().resources["pipeline"].gpu_backend == "modal"
+    monkeypatch.setenv("LORA_PIPELINES_GPU_BACKEND", "comfyui")
+    monkeypatch.setenv("LORA_PIPELINES_STORE_URL", str(lp_home / "elsewhere"))
+    pipeline = defs().resources["pipeline"]
+    assert pipeline.gpu_backend == "comfyui"
+    assert pipeline.store_url.env_var_name == "LORA_PIPELINES_STORE_URL"  # an EnvVar: the UI shows the name
+
+
 def test_dagster_definitions_validate_passes(lp_home, tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dh")}
     (tmp_path / "dh").mkdir()
