@@ -30,7 +30,7 @@ class GenerationBatchConfig(dg.Config):
     deps=["lora_artifact"],
 )
 def generation_outputs(
-    context: dg.AssetExecutionContext, config: GenerationBatchConfig, pipeline: PipelineResource,
+    context: dg.AssetExecutionContext, config: GenerationBatchConfig, pipeline: PipelineResource
 ) -> dg.MaterializeResult:
     """Images for pending generation jobs: LoRA → face swap / PuLID → standard, recorded on each job."""
     ctx = pipeline.context

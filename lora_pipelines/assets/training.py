@@ -24,9 +24,7 @@ GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIA
                           description="No near-duplicate photos were submitted (they are dropped either way)."),
     ],
 )
-def training_dataset(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource,
-):
+def training_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResource):
     """Faces found, cropped, captioned with the trigger word and de-duplicated; stored with a hashed manifest."""
     character_id, base_model = split_partition_key(context)
     ctx = pipeline.context
@@ -71,7 +69,7 @@ def _already_ready(row) -> dg.Output[dict]:
     retry_policy=GPU_RETRY,
 )
 def trained_lora(
-    context: dg.AssetExecutionContext, training_dataset: dict, pipeline: PipelineResource,
+    context: dg.AssetExecutionContext, training_dataset: dict, pipeline: PipelineResource
 ) -> dg.Output[dict]:
     """The LoRA trained on the GPU backend: submitted once per dataset, polled until it succeeds or fails."""
     ctx = pipeline.context
@@ -119,9 +117,7 @@ def trained_lora(
                           description="The stored object's sha256 equals the recorded sha256."),
     ],
 )
-def lora_artifact(
-    context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource,
-):
+def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource):
     """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors; only this makes a LoRA ready."""
     from lora_pipelines.gpu.schemas import TrainingResult
     from lora_pipelines.store.repositories import LoraModelsRepository

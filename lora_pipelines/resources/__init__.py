@@ -29,7 +29,7 @@ class PipelineResource(dg.ConfigurableResource):
     store_url: str | None = Field(default=None, description="Object store: a folder, or s3://bucket/prefix.")
     s3_endpoint_url: str | None = Field(default=None, description="S3-protocol endpoint (R2), for s3:// stores.")
     gpu_backend: str | None = Field(default=None, description="simulated, modal or comfyui.")
-    sim_gpu_url: str | None = Field(default=None, description="A running simulated GPU service; runs start one when unset.")
+    sim_gpu_url: str | None = Field(default=None, description="A running simulated GPU service (runs start one if unset).")
     modal_endpoint_url: str | None = Field(default=None, description="Base URL of the Modal generation endpoints.")
     comfyui_url: str | None = Field(default=None, description="Base URL of the ComfyUI pod.")
 
