@@ -29,7 +29,7 @@ class PipelineResource(dg.ConfigurableResource):
     store_url: str | None = Field(default=None, description="Object store: a folder, or s3://bucket/prefix.")
     s3_endpoint_url: str | None = Field(default=None, description="S3-protocol endpoint (R2), for s3:// stores.")
     gpu_backend: str | None = Field(default=None, description="simulated, modal or comfyui.")
-    sim_gpu_url: str | None = Field(default=None, description="A running simulated GPU service (runs start one if unset).")
+    sim_gpu_url: str | None = Field(default=None, description="A running simulated GPU service; else runs start one.")
     modal_endpoint_url: str | None = Field(default=None, description="Base URL of the Modal generation endpoints.")
     comfyui_url: str | None = Field(default=None, description="Base URL of the ComfyUI pod.")
 
@@ -52,6 +52,8 @@ class PipelineResource(dg.ConfigurableResource):
     def settings(self) -> Settings:
         """LORA_PIPELINES_* settings with this resource's fields (as the run or tick resolved them) on top."""
         fields = {name: getattr(self, name) for name in PipelineResource.model_fields}
+        # a run or tick sees EnvVars resolved; outside one (a script, a test) they are resolved here
+        fields = {name: v.get_value() if isinstance(v, dg.EnvVar) else v for name, v in fields.items()}
         update = {name: value for name, value in fields.items() if value is not None}
         if "database_url" in update:
             update["database_url"] = SecretStr(update["database_url"])
