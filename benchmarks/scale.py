@@ -13,7 +13,7 @@ runs the migrations, bulk-loads with INSERT ... SELECT FROM generate_series:
 
 then VACUUM ANALYZE, and adds what a sensor sees between two ticks: 50 new characters and 100 new pending jobs.
 
-Each operation calls the project's own functions (services.planning, services.metrics, services.report,
+Each operation calls the project's own functions (planning, services.reaper, reporting.metrics, reporting.report,
 services.lora_lookup). LoRA selection measures the database part only: lora_lookup.inspect_stored_lora (file
 download + header) is replaced by `InspectOutcome.success(candidate.base_model)`.
 
@@ -43,21 +43,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from lora_pipelines.domain.lora_selection import InspectOutcome
-from lora_pipelines.services import lora_lookup, metrics
-from lora_pipelines.services.planning import (
-    CharacterCursor,
-    plan_new_character_training,
-    plan_pending_generations,
-    plan_training_completion,
-)
-from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.planning.generation import plan_pending_generations
+from lora_pipelines.planning.training import CharacterCursor, plan_new_character_training, plan_training_completion
+from lora_pipelines.reporting import metrics
+from lora_pipelines.services import lora_lookup
+from lora_pipelines.services.reaper import requeue_stale_generations
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
 try:  # the report is optional: without it the benchmark measures metrics.headline only
-    from lora_pipelines.services import report
+    from lora_pipelines.reporting import queries, report
 except ImportError:  # pragma: no cover - depends on what is installed
-    report = None
+    queries = report = None
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MAX_SIZE = 1_000_000
@@ -263,12 +260,17 @@ def _select_loras(db: Database, scenario: Scenario) -> list[float]:
         lora_lookup.inspect_stored_lora = real_inspect
 
 
+def _pending_generations_tick(db: Database, after_id: int) -> tuple[list, int]:
+    """The database work of a pending_generations tick: the reaper's requeue, then the planning."""
+    return plan_pending_generations(db, after_id, requeued=requeue_stale_generations(db))
+
+
 def _report_sql(db: Database, hours: float) -> tuple[int, int]:
-    """build_report's database work (report.read_report_data), without plots and uploads; returns the rows of its
+    """build_report's database work (queries.read_report_data), without plots and uploads; returns the rows of its
     two job-count queries (per character, per model x backend x day)."""
     since = datetime.now(timezone.utc) - timedelta(hours=hours)
     with db.engine.connect() as conn:
-        data = report.read_report_data(conn, since)
+        data = queries.read_report_data(conn, since)
     return len(data.by_character), len(data.by_slice)
 
 
@@ -278,19 +280,19 @@ def _report_sql_before(db: Database, hours: float) -> tuple[int]:
     import pandas as pd
 
     since = datetime.now(timezone.utc) - timedelta(hours=hours)
-    J = report.J
+    J = queries.J
     with db.engine.connect() as conn:
-        day, day_text = report._day(conn, J.finished_at)
+        day, day_text = queries._day(conn, J.finished_at)
         stmt = (
-            sa.select(J.character_id, J.model, J.backend, day_text.label("day"), *report._job_sums())
-            .where(*report._finished_in(since))
+            sa.select(J.character_id, J.model, J.backend, day_text.label("day"), *queries._job_sums())
+            .where(*queries._finished_in(since))
             .group_by(J.character_id, J.model, J.backend, day)
         )
         jobs = pd.read_sql(stmt, conn)
-        pd.read_sql(sa.select(report.C.id.label("character_id"), report.C.name.label("character")), conn)
-        report._training_status(conn, since)
-        report._training_durations(conn, since)
-        report._failure_reasons(conn, since)
+        pd.read_sql(sa.select(queries.C.id.label("character_id"), queries.C.name.label("character")), conn)
+        queries._training_status(conn, since)
+        queries._training_durations(conn, since)
+        queries._failure_reasons(conn, since)
     return (len(jobs),)
 
 
@@ -322,9 +324,9 @@ def operations(new_indexes: bool) -> list[Operation]:
             db, CharacterCursor(), base_models=BASE_MODELS, min_photos=MIN_PHOTOS), chars),
         Operation("training_completion tick (page of 50)", lambda db, s: plan_training_completion(
             db, _running, after_id=0, limit=50), lora_status),
-        Operation("pending_generations tick (100 new after cursor)", lambda db, s: plan_pending_generations(
+        Operation("pending_generations tick (100 new after cursor)", lambda db, s: _pending_generations_tick(
             db, s.pending_cursor), job_status),
-        Operation("pending_generations first tick (cursor 0)", lambda db, s: plan_pending_generations(db, 0),
+        Operation("pending_generations first tick (cursor 0)", lambda db, s: _pending_generations_tick(db, 0),
                   job_status),
         Operation("LoRA selection, DB part (median of 200)", _select_loras, lora_character, repeat=1, per_call=True),
         Operation("metrics.headline, last 24 h", lambda db, s: metrics.headline(db, hours=24), finished, repeat=3),

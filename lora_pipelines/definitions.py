@@ -1,4 +1,5 @@
-"""The one Definitions object of this code location (workspace.yaml points here)."""
+"""The code location: workspace.yaml and [tool.dagster] load `defs`, which Dagster calls when it loads the location
+(nothing reads the environment at import). Tests call `defs()` for definitions on their own environment."""
 
 import dagster as dg
 
@@ -7,16 +8,19 @@ from lora_pipelines.assets.report import lora_quality_report
 from lora_pipelines.assets.training import lora_artifact, trained_lora, training_dataset
 from lora_pipelines.checks.generation import GENERATION_CHECKS
 from lora_pipelines.jobs import generation_job, report_job, training_job
-from lora_pipelines.resources import build_resources
+from lora_pipelines.resources import PipelineResource
 from lora_pipelines.schedules import daily_quality_report_schedule
 from lora_pipelines.sensors.generation import pending_generations_sensor
 from lora_pipelines.sensors.training import new_characters_sensor, training_completion_sensor
 
-defs = dg.Definitions(
-    assets=[training_dataset, trained_lora, lora_artifact, generation_outputs, lora_quality_report],
-    asset_checks=GENERATION_CHECKS,
-    jobs=[training_job, generation_job, report_job],
-    sensors=[new_characters_sensor, training_completion_sensor, pending_generations_sensor],
-    schedules=[daily_quality_report_schedule],
-    resources=build_resources(),
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[training_dataset, trained_lora, lora_artifact, generation_outputs, lora_quality_report],
+        asset_checks=GENERATION_CHECKS,
+        jobs=[training_job, generation_job, report_job],
+        sensors=[new_characters_sensor, training_completion_sensor, pending_generations_sensor],
+        schedules=[daily_quality_report_schedule],
+        resources={"pipeline": PipelineResource.from_environment()},
+    )

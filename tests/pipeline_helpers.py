@@ -18,6 +18,8 @@ import dagster as dg
 import httpx
 import pytest
 
+from lora_pipelines.resources import PipelineResource
+from lora_pipelines.services.context import PipelineContext
 from sim_gpu.faults import FaultConfig
 from sim_gpu.server import SimGpuServer
 
@@ -68,29 +70,32 @@ class CachingAnalyzer:
 SHARED_ANALYZER = CachingAnalyzer()
 
 
-def clear_process_caches() -> None:
-    """Resources and LoRA inspections are cached per process; a new world must not inherit another's."""
-    import lora_pipelines.resources as resources
-    from lora_pipelines.services import lora_lookup
+class MemoizingPipelineResource(PipelineResource):
+    """The project's resource; the context it builds for each run and tick uses SHARED_ANALYZER."""
 
-    resources._context.cache_clear()
-    resources._database.cache_clear()
-    resources._store.cache_clear()
-    lora_lookup._cache.clear()
+    def build_context(self) -> PipelineContext:
+        ctx = super().build_context()
+        ctx.__dict__["analyzer"] = SHARED_ANALYZER  # PipelineContext.analyzer is a cached_property
+        return ctx
 
 
 def build_definitions() -> dg.Definitions:
-    """The project's assets, checks, jobs and sensors with resources read from the current environment."""
+    """The project's definitions, built by its definitions function from the current environment, with the
+    pipeline resource swapped for one whose contexts share SHARED_ANALYZER."""
     from lora_pipelines.definitions import defs
-    from lora_pipelines.resources import build_resources
 
-    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, sensors=defs.sensors,
-                          resources=build_resources())
+    built = defs()
+    return dg.Definitions(assets=built.assets, asset_checks=built.asset_checks, jobs=built.jobs, sensors=built.sensors,
+                          schedules=built.schedules,
+                          resources={**built.resources, "pipeline": MemoizingPipelineResource.from_environment()})
 
 
 @dataclass
 class World:
-    """One isolated pipeline: LORA_PIPELINES_HOME, a SimGpuServer in this process, Definitions, an instance."""
+    """One isolated pipeline: LORA_PIPELINES_HOME, a SimGpuServer in this process, Definitions, an instance.
+
+    `ctx` is this world's own PipelineContext on the same settings, for arranging and asserting; each run and
+    sensor tick builds its own through the pipeline resource."""
 
     root: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -114,10 +119,15 @@ class World:
                     "LORA_PIPELINES_SIM_GPU_URL": self.sim.url}
         self.instance = instance or self._stack.enter_context(dg.instance_for_test())
         with pytest.MonkeyPatch.context() as mp:
+            for var in CLEARED_ENV:
+                if var not in self.env:
+                    mp.delenv(var, raising=False)
             for var, value in self.env.items():
                 mp.setenv(var, value)
-            clear_process_caches()
             self.defs = build_definitions()
+            self.ctx = PipelineContext.from_settings()
+            self.ctx.__dict__["analyzer"] = SHARED_ANALYZER
+            self._stack.callback(self.ctx.close)
             self.ctx.db.upgrade()
         return self
 
@@ -132,18 +142,7 @@ class World:
                     mp.delenv(var, raising=False)
             for var, value in self.env.items():
                 mp.setenv(var, value)
-            _ = self.ctx  # (re)builds the cached context under this world's settings
             yield self
-
-    @property
-    def ctx(self):
-        """The PipelineContext the assets and sensors of this world use (the resources' cached one)."""
-        from lora_pipelines.resources import pipeline_context
-
-        r = self.defs.resources
-        ctx = pipeline_context(r["database"], r["object_store"], r["gpu"])
-        ctx.__dict__["analyzer"] = SHARED_ANALYZER  # PipelineContext.analyzer is a cached_property
-        return ctx
 
     # ---- the simulated GPU service ----
     def set_faults(self, config: dict | None = None) -> None:

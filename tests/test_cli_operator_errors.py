@@ -83,7 +83,7 @@ def test_inspect_lora_on_a_non_safetensors_file_names_the_file(tmp_path):
 
 
 def test_the_demo_names_the_database_and_store_it_really_uses(lp_home, s3_bucket, postgres_url, monkeypatch):
-    from lora_pipelines.demo import where_it_lives
+    from lora_pipelines.demo.scenario import where_it_lives
     from lora_pipelines.services.context import PipelineContext
 
     endpoint, bucket = s3_bucket

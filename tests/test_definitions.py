@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_definitions_hold_the_whole_pipeline(lp_home):
-    from lora_pipelines.definitions import defs
+    from lora_pipelines.definitions import defs as definitions
 
+    defs = definitions()
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"training_dataset", "trained_lora", "lora_artifact", "generation_outputs", "lora_quality_report"} <= keys
@@ -25,6 +26,18 @@ def test_definitions_hold_the_whole_pipeline(lp_home):
     upstream = {k.to_user_string() for k in graph.get(next(k for k in graph.get_all_asset_keys()
                                                            if k.to_user_string() == "generation_outputs")).parent_keys}
     assert upstream == {"lora_artifact"}
+
+
+def test_definitions_read_the_environment_when_called_not_at_import(lp_home, monkeypatch):
+    from lora_pipelines.definitions import defs
+
+    monkeypatch.setenv("LORA_PIPELINES_GPU_BACKEND", "modal")
+    assert defs().resources["pipeline"].gpu_backend == "modal"
+    monkeypatch.setenv("LORA_PIPELINES_GPU_BACKEND", "comfyui")
+    monkeypatch.setenv("LORA_PIPELINES_STORE_URL", str(lp_home / "elsewhere"))
+    pipeline = defs().resources["pipeline"]
+    assert pipeline.gpu_backend == "comfyui"
+    assert pipeline.store_url.env_var_name == "LORA_PIPELINES_STORE_URL"  # an EnvVar: the UI shows the name
 
 
 def test_dagster_definitions_validate_passes(lp_home, tmp_path):
@@ -41,7 +54,7 @@ def test_dagster_definitions_validate_passes(lp_home, tmp_path):
 def test_secret_bearing_settings_are_env_vars_not_values(lp_home, monkeypatch):
     """A database URL with a password must not be baked into resource config (the UI shows config)."""
     monkeypatch.setenv("LORA_PIPELINES_DATABASE_URL", "postgresql://app:hunter2-secret@db.example/app")
-    from lora_pipelines.resources import build_resources
+    from lora_pipelines.definitions import defs
 
-    resources = build_resources()
-    assert "hunter2-secret" not in repr(resources["database"].url)
+    resource = defs().resources["pipeline"]
+    assert "hunter2-secret" not in repr(resource.database_url)

@@ -16,12 +16,12 @@ import dagster as dg
 import pytest
 
 from lora_pipelines.partitions import partition_key
+from lora_pipelines.planning.generation import plan_pending_generations
 from lora_pipelines.services import training as training_svc
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.generation import run_generation_job
-from lora_pipelines.services.planning import plan_pending_generations
-from lora_pipelines.store.generation_jobs import GenerationJobsRepository
-from lora_pipelines.store.lora_models import LoraModelsRepository
+from lora_pipelines.services.reaper import requeue_stale_generations
+from lora_pipelines.store.objects.local import LocalObjectStore
 from lora_pipelines.store.objects import ObjectStoreError
 from lora_pipelines.store.objects.local import LocalObjectStore
 from pipeline_helpers import open_world, person_photos
@@ -202,11 +202,13 @@ def test_killing_a_generation_batch_leaves_no_job_lost_or_generated_twice(restar
         assert done_before and len(done_before) < len(ids)
         assert any(j.status == "running" for j in before.values())
 
-        batches, _ = plan_pending_generations(world.ctx.db, after_id=ids[-1], stale_after=TINY)
+        requeued = requeue_stale_generations(world.ctx.db, stale_after=TINY)
+        batches, _ = plan_pending_generations(world.ctx.db, after_id=ids[-1], requeued=requeued, stale_after=TINY)
         retried = sorted(i for b in batches for i in b.job_ids)
         for batch in batches:
             world.generate(list(batch.job_ids))
-        again, _ = plan_pending_generations(world.ctx.db, after_id=ids[-1], stale_after=TINY)
+        requeued = requeue_stale_generations(world.ctx.db, stale_after=TINY)
+        again, _ = plan_pending_generations(world.ctx.db, after_id=ids[-1], requeued=requeued, stale_after=TINY)
 
         assert retried == sorted(set(ids) - done_before), "every unfinished job, and only those, is retried"
         after = [jobs.get(i) for i in ids]
@@ -308,10 +310,8 @@ def test_a_faulty_object_store_never_leads_to_a_ready_lora(trained_world, faces_
         # and a ready LoRA whose download comes back short is not used for generation
         from lora_pipelines.services import lora_lookup
 
-        lora_lookup._cache.clear()
         selection = lora_lookup.get_lora_for_generation(faulty_ctx("truncate_download"), character.id, "flux")
         assert selection.lora is None and selection.reason == "checksum_mismatch"
-        lora_lookup._cache.clear()
 
 
 # ---------------------------------------------------------------- PostgreSQL connection dropped
@@ -372,7 +372,8 @@ def test_a_dropped_postgres_connection_leaves_no_half_written_job(trained_world,
         half = jobs.get(job_id)
         assert half.status == "running" and half.output_keys == [] and half.mode is None and half.backend is None
 
-        batches, _ = plan_pending_generations(db, after_id=job_id, stale_after=TINY)
+        requeued = requeue_stale_generations(db, stale_after=TINY)
+        batches, _ = plan_pending_generations(db, after_id=job_id, requeued=requeued, stale_after=TINY)
         assert [b.job_ids for b in batches] == [(job_id,)]
         outcome = run_generation_job(ctx, job_id, worker="retry")
 

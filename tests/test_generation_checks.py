@@ -12,10 +12,11 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
+from lora_pipelines.assets.report import latest_check_results
 from lora_pipelines.checks.generation import GENERATION_CHECKS
-from lora_pipelines.resources import AppDatabaseResource
+from lora_pipelines.reporting.report import build_report
+from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.services.report import build_report
 from lora_pipelines.settings import Settings
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database
@@ -120,7 +121,7 @@ def run_checks(url: str, instance: dg.DagsterInstance | None = None) -> dict[str
     defs = dg.Definitions(
         assets=[dg.AssetSpec("generation_outputs")],
         asset_checks=GENERATION_CHECKS,
-        resources={"database": AppDatabaseResource(url=url)},
+        resources={"pipeline": PipelineResource(database_url=url)},
     )
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance or dg.DagsterInstance.ephemeral()
@@ -130,7 +131,7 @@ def run_checks(url: str, instance: dg.DagsterInstance | None = None) -> dict[str
 
 
 @pytest.fixture()
-def db(tmp_path):
+def db(tmp_path, lp_home):
     database = Database(f"sqlite:///{tmp_path / 'app.db'}")
     database.upgrade()
     yield database
@@ -198,7 +199,7 @@ def test_report_shows_the_checks_dagster_ran(db, tmp_path) -> None:
     results = run_checks(db.url, instance)
     ctx = PipelineContext(settings=Settings(home=tmp_path), db=db, store=open_store(str(tmp_path / "objects")))
 
-    report = build_report(ctx, day=date.today(), instance=instance)
+    report = build_report(ctx, day=date.today(), recorded_checks=latest_check_results(instance))
     assert report.checks_source == "dagster"
     checks = report.tables["checks"].set_index("check")
     for name, evaluation in results.items():
@@ -209,6 +210,7 @@ def test_report_shows_the_checks_dagster_ran(db, tmp_path) -> None:
     assert not checks.loc["generation_success_rate", "passed"]
 
     # an instance that never ran them: computed from the report's own rates instead
-    computed = build_report(ctx, day=date.today(), instance=dg.DagsterInstance.ephemeral())
+    never_ran = dg.DagsterInstance.ephemeral()
+    computed = build_report(ctx, day=date.today(), recorded_checks=latest_check_results(never_ran))
     assert computed.checks_source == "computed"
     assert computed.tables["checks"].set_index("check").loc["generation_success_rate", "passed"] == False  # noqa: E712

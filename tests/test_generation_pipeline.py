@@ -128,23 +128,31 @@ def test_a_lora_of_the_wrong_base_model_is_refused_before_use(world, faces_dir):
     assert not (world.sim.home / "models" / "loras" / f"{row.id}.safetensors").exists()
 
 
-def test_a_backend_failing_every_lora_call_still_succeeds_through_fallback(world, tmp_path):
+def test_a_backend_failing_every_lora_call_still_succeeds_through_fallback(world, tmp_path, monkeypatch):
     """flux: /flux-lora answers 503 every time. z-image-turbo: the pod's LoRA folder is not the one ComfyUI reads,
     so every LoRA workflow is refused (400 value_not_in_list) while the other workflows run."""
+    from lora_pipelines.gpu import factory
+
     world.set_faults({"endpoints": {"flux-lora": {"error_rate": 1.0, "error_statuses": [503]}}})
-    gpu = world.ctx.gpu
     served = world.sim.home / "models" / "loras"
     hidden = tmp_path / "served_loras_backup"
     shutil.copytree(served, hidden)
     for f in served.glob("*.safetensors"):
         f.unlink()
-    real_root, gpu.loras_root = gpu.loras_root, tmp_path / "pod_cache_not_served"
+    real_build = factory.build_gpu_services
+
+    def services_with_a_pod_cache_not_served(settings):  # what the run's context builds
+        services = real_build(settings)
+        services.loras_root = tmp_path / "pod_cache_not_served"
+        return services
+
+    monkeypatch.setattr(factory, "build_gpu_services", services_with_a_pod_cache_not_served)
     try:
         repo = GenerationJobsRepository(world.ctx.db)
         ids = repo.enqueue(world.katy.id, "flux", PROMPT, count=2) + repo.enqueue(world.katy.id, "z-image-turbo", PROMPT, count=2)
         result = world.generate(ids)
     finally:
-        gpu.loras_root = real_root
+        monkeypatch.undo()
         for f in hidden.glob("*.safetensors"):
             shutil.copy(f, served / f.name)
 

@@ -13,10 +13,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from lora_pipelines.services import metrics
-from lora_pipelines.services import report as report_module
+from lora_pipelines.reporting import metrics
+from lora_pipelines.reporting import tables as report_tables
+from lora_pipelines.reporting.queries import read_report_data
+from lora_pipelines.reporting.report import build_report
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.services.report import build_report, read_report_data
 from lora_pipelines.settings import Settings
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database
@@ -274,7 +275,7 @@ def test_job_counts_are_read_per_character_and_per_model_backend_day(seeded) -> 
 
 
 def test_pages_show_the_worst_characters_and_the_csv_keeps_all(seeded, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(report_module, "SHOWN_CHARACTERS", 1)
+    monkeypatch.setattr(report_tables, "SHOWN_CHARACTERS", 1)
     store = open_store(str(tmp_path / "objects"))
     report = build_report(PipelineContext(settings=seeded.ctx.settings, db=seeded.db, store=store), day=TODAY)
     counts = expected_counts(seeded.db, None, lambda j: j.character_id)
@@ -375,7 +376,9 @@ def test_dagster_metadata(full_report) -> None:
 
     import dagster as dg
 
-    meta = full_report.dagster_metadata()
+    from lora_pipelines.assets.report import report_metadata
+
+    meta = report_metadata(full_report)
     assert isinstance(meta["summary"], dg.MarkdownMetadataValue)
     assert "| lora_usage_rate |" in meta["summary"].md_str
     table = meta["summary_table"]

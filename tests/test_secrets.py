@@ -105,8 +105,8 @@ def test_s3_store_errors_reprs_logs_and_presigned_urls_carry_no_secret(secret_en
 
 
 def test_reprs_of_store_database_resources_and_clients_carry_no_secret(secret_env, s3_bucket, tmp_path):
+    from lora_pipelines.definitions import defs
     from lora_pipelines.gpu.endpoints import ModalEndpointsClient
-    from lora_pipelines.resources import build_resources
     from lora_pipelines.store.database import Database, display_url
     from lora_pipelines.store.objects.s3 import S3ObjectStore
 
@@ -119,7 +119,7 @@ def test_reprs_of_store_database_resources_and_clients_carry_no_secret(secret_en
     db = Database(url)
     client = ModalEndpointsClient("http://127.0.0.1:9", key=MODAL_KEY, secret=MODAL_SECRET)
     try:
-        resources = build_resources()
+        resources = defs().resources
         texts = {
             "Database": repr(db), "display_url": display_url(url), "engine": repr(db.engine),
             "S3ObjectStore": repr(S3ObjectStore(bucket, endpoint_url=endpoint)),
@@ -223,7 +223,7 @@ def secret_world(secret_env, pg_url_with_password, s3_bucket, tmp_path, faces_di
     Dagster resources read from the environment as in production, a character with a photo and a ready flux
     LoRA (so generation hands the backend a presigned URL)."""
     import dagster as dg
-    from pipeline_helpers import BASE_ENV, build_definitions, clear_process_caches
+    from pipeline_helpers import BASE_ENV, build_definitions
 
     from lora_pipelines.domain.keys import lora_key
     from sim_gpu.files import lora_file_bytes
@@ -241,7 +241,6 @@ def secret_world(secret_env, pg_url_with_password, s3_bucket, tmp_path, faces_di
     with SimGpuServer(tmp_path / "sim", training_seconds=0.1) as sim, dg.instance_for_test() as instance:
         for var, value in {**env, "LORA_PIPELINES_SIM_GPU_URL": sim.url}.items():
             secret_env.setenv(var, value)
-        clear_process_caches()
         ctx = PipelineContext.from_settings()
         ctx.db.upgrade()
         character, _ = add_character(ctx, "Katy", [person_photos(faces_dir, "katy_perry")[-1]], lora_enabled=True)
@@ -255,7 +254,6 @@ def secret_world(secret_env, pg_url_with_password, s3_bucket, tmp_path, faces_di
         loras.transition(row.id, "ready", model_path=key, sha256=info.sha256, size_bytes=len(data),
                          model_url=ctx.store.presigned_url(key))
         yield {"ctx": ctx, "defs": build_definitions(), "instance": instance, "character": character}
-        clear_process_caches()
         ctx.db.dispose()
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from lora_pipelines.domain.keys import photo_key
 from lora_pipelines.partitions import partition_key
-from lora_pipelines.services.planning import plan_pending_generations
+from lora_pipelines.planning.generation import plan_pending_generations
+from lora_pipelines.services.reaper import requeue_stale_generations
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
@@ -135,7 +136,8 @@ def test_pending_generations_batches_new_jobs_once_and_retries_stale_ones(world,
 
     # a job claimed by a worker that died goes back to pending, under a key naming its attempt
     assert jobs.claim(ids[0], "dead-worker") is not None
-    batches, _ = plan_pending_generations(world.ctx.db, more[-1],
+    requeued = requeue_stale_generations(world.ctx.db, stale_after=timedelta(milliseconds=1))
+    batches, _ = plan_pending_generations(world.ctx.db, more[-1], requeued=requeued,
                                           stale_after=timedelta(milliseconds=1))
     assert [b.run_key for b in batches if ids[0] in b.job_ids] == [f"gen-retry:{ids[0]}:1"]
     assert jobs.get(ids[0]).status == "pending" and jobs.get(ids[0]).attempts == 1
@@ -193,7 +195,7 @@ def test_an_orphaned_pending_job_is_requested_again_when_its_orphan_run_dies_too
 def test_demo_runs_are_tagged_so_the_daemon_never_reruns_their_keys(world, faces_dir):
     """The sensor daemon treats a run key as used only by a run tagged with the same sensor name: the demo's
     runs must carry it, or `dagster dev` on the demo's instance would request every demo run again."""
-    from lora_pipelines.demo import _execute
+    from lora_pipelines.demo.sensor_runs import execute_request
 
     character = world.add_character("Demo Tagged", person_photos(faces_dir, "matt_damon")[:1], lora_enabled=False)
     jobs = GenerationJobsRepository(world.ctx.db)
@@ -202,9 +204,60 @@ def test_demo_runs_are_tagged_so_the_daemon_never_reruns_their_keys(world, faces
     request = dg.RunRequest(run_key=f"gen:{job_id}-{job_id}:1",
                             run_config={"ops": {"generation_outputs": {"config": {"job_ids": [job_id]}}}})
 
-    assert _execute(world.instance, world.defs, "generation_job", request, lambda _message: None,
+    assert execute_request(world.instance, world.defs, "generation_job", request, lambda _message: None,
                     sensor_name="pending_generations")
 
     [run] = world.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}))
     assert run.tags.get("dagster/sensor_name") == "pending_generations"
     assert jobs.get(job_id).status == "failed", "a finished job is not generated again"
+
+
+def test_a_sensor_tick_never_starts_the_simulated_gpu_service(lp_home, faces_dir, monkeypatch):
+    """Ticks use the database and the store. training_completion polls the simulated service only when one is
+    already running; otherwise it leaves the polling to the finishing run it requests, which starts one."""
+    import json
+    import os
+    import signal
+
+    from lora_pipelines.definitions import defs as definitions
+    from lora_pipelines.gpu.sim_launcher import STATE_FILE, ensure_sim_gpu_running, sim_home
+    from lora_pipelines.services.characters import add_character
+    from lora_pipelines.services.context import PipelineContext
+
+    monkeypatch.setenv("LORA_PIPELINES_GPU_BACKEND", "simulated")
+    ctx = PipelineContext.from_settings()
+    ctx.db.upgrade()
+    character, _ = add_character(ctx, "Kit Offline", person_photos(faces_dir, "kit_harington")[:1], lora_enabled=True)
+    repo = LoraModelsRepository(ctx.db)
+    row = repo.create(character_id=character.id, base_model="flux", trigger_word=character.trigger_word,
+                      idempotency_key=f"offline:{character.id}", dataset_hash="3" * 64, training_model="ai-toolkit")
+    repo.transition(row.id, "training", gpu_call_id="fc-of-a-stopped-service", job_id=str(row.id), backend="simulated")
+    GenerationJobsRepository(ctx.db).enqueue(character.id, "flux", "a portrait")
+    defs = definitions()
+
+    def tick(instance, name: str) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+            return defs.resolve_sensor_def(name)(context)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("characters", [str(character.id)])
+        ticks = {name: tick(instance, name) for name in ("new_characters", "training_completion", "pending_generations")}
+
+        assert not sim_home(lp_home).exists(), "a tick started (or tried to start) the simulated service"
+        assert _added_partitions(ticks["new_characters"]) == [str(character.id)]
+        assert len(ticks["pending_generations"].run_requests) == 1
+        [finishing] = ticks["training_completion"].run_requests
+        assert finishing.run_key == f"complete:{row.id}:fc-of-a-stopped-service:unpolled"
+        assert finishing.partition_key == partition_key(character.id, "flux")
+
+        # a run started the service: the next tick asks it (it never knew the call: lost) and starts no other
+        ensure_sim_gpu_running(lp_home, idle_exit_s=60)
+        state = (sim_home(lp_home) / STATE_FILE).read_text()
+        pid = json.loads(state)["pid"]
+        try:
+            polled = tick(instance, "training_completion")
+            assert _keys(polled) == [f"complete:{row.id}:fc-of-a-stopped-service:lost"]
+            assert (sim_home(lp_home) / STATE_FILE).read_text() == state
+        finally:
+            os.kill(pid, signal.SIGTERM)
+    ctx.close()

@@ -11,7 +11,7 @@ import socket
 import dagster as dg
 
 from lora_pipelines.assets.metadata import image_md, string_table
-from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
+from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services.generation import run_generation_job
 from lora_pipelines.services.previews import outputs_preview
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
@@ -30,11 +30,10 @@ class GenerationBatchConfig(dg.Config):
     deps=["lora_artifact"],
 )
 def generation_outputs(
-    context: dg.AssetExecutionContext, config: GenerationBatchConfig, database: AppDatabaseResource,
-    object_store: ObjectStoreResource, gpu: GpuResource,
+    context: dg.AssetExecutionContext, config: GenerationBatchConfig, pipeline: PipelineResource
 ) -> dg.MaterializeResult:
     """Images for pending generation jobs: LoRA → face swap / PuLID → standard, recorded on each job."""
-    ctx = pipeline_context(database, object_store, gpu)
+    ctx = pipeline.context
     job_ids = config.job_ids or [j.id for j in GenerationJobsRepository(ctx.db).pending_after(0, limit=config.limit)]
     worker = f"{socket.gethostname()}:{os.getpid()}:{context.run_id[:8]}"
     outcomes = []

@@ -4,7 +4,7 @@ import dagster as dg
 
 from lora_pipelines.assets.metadata import image_md, string_table
 from lora_pipelines.partitions import character_model_partitions, split_partition_key
-from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
+from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services import training as svc
 from lora_pipelines.services.previews import dataset_preview
 
@@ -24,13 +24,10 @@ GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIA
                           description="No near-duplicate photos were submitted (they are dropped either way)."),
     ],
 )
-def training_dataset(
-    context: dg.AssetExecutionContext, database: AppDatabaseResource, object_store: ObjectStoreResource,
-    gpu: GpuResource,
-):
+def training_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResource):
     """Faces found, cropped, captioned with the trigger word and de-duplicated; stored with a hashed manifest."""
     character_id, base_model = split_partition_key(context)
-    ctx = pipeline_context(database, object_store, gpu)
+    ctx = pipeline.context
     descriptor = svc.prepare_dataset(ctx, character_id, base_model)
     yield dg.Output(
         descriptor.to_dict(),
@@ -72,11 +69,10 @@ def _already_ready(row) -> dg.Output[dict]:
     retry_policy=GPU_RETRY,
 )
 def trained_lora(
-    context: dg.AssetExecutionContext, training_dataset: dict, database: AppDatabaseResource,
-    object_store: ObjectStoreResource, gpu: GpuResource,
+    context: dg.AssetExecutionContext, training_dataset: dict, pipeline: PipelineResource
 ) -> dg.Output[dict]:
     """The LoRA trained on the GPU backend: submitted once per dataset, polled until it succeeds or fails."""
-    ctx = pipeline_context(database, object_store, gpu)
+    ctx = pipeline.context
     descriptor = svc.DatasetDescriptor(**training_dataset)
     problems = svc.dataset_is_trainable(descriptor)
     if problems:
@@ -121,15 +117,12 @@ def trained_lora(
                           description="The stored object's sha256 equals the recorded sha256."),
     ],
 )
-def lora_artifact(
-    context: dg.AssetExecutionContext, trained_lora: dict, database: AppDatabaseResource,
-    object_store: ObjectStoreResource, gpu: GpuResource,
-):
+def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource):
     """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors; only this makes a LoRA ready."""
     from lora_pipelines.gpu.schemas import TrainingResult
     from lora_pipelines.store.lora_models import LoraModelsRepository
 
-    ctx = pipeline_context(database, object_store, gpu)
+    ctx = pipeline.context
     row_id = trained_lora["lora_model_id"]
     if trained_lora.get("already_ready"):
         row = LoraModelsRepository(ctx.db).get(row_id)

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from lora_pipelines.resources import AppDatabaseResource
-from lora_pipelines.services import metrics
+from lora_pipelines.reporting import metrics
+from lora_pipelines.resources import PipelineResource
 
 WINDOW_HOURS = 24.0
 
@@ -27,8 +27,8 @@ def _result(rate: metrics.Rate, check: str, severity: dg.AssetCheckSeverity, **e
 
 
 @dg.asset_check(asset="generation_outputs", description="Face match rate of LoRA generations (overall and per character); WARN under 95%.")
-def face_consistency(database: AppDatabaseResource) -> dg.AssetCheckResult:
-    db = database.get()
+def face_consistency(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    db = pipeline.context.db
     overall = metrics.face_match_rate(db, with_lora=True, hours=WINDOW_HOURS)
     without = metrics.face_match_rate(db, with_lora=False, hours=WINDOW_HOURS)
     below_target = metrics.face_match_by_character(db, hours=WINDOW_HOURS)  # the worst few, not every character
@@ -48,22 +48,22 @@ def face_consistency(database: AppDatabaseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="generation_outputs", description="Share of generations with a usable LoRA that used it; ERROR under 90%.")
-def lora_usage_rate(database: AppDatabaseResource) -> dg.AssetCheckResult:
-    return _result(metrics.lora_usage_rate(database.get(), hours=WINDOW_HOURS), "lora_usage_rate",
+def lora_usage_rate(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    return _result(metrics.lora_usage_rate(pipeline.context.db, hours=WINDOW_HOURS), "lora_usage_rate",
                    dg.AssetCheckSeverity.ERROR)
 
 
 @dg.asset_check(asset="generation_outputs", description="Succeeded / finished generation jobs; ERROR under 95%.")
-def generation_success_rate(database: AppDatabaseResource) -> dg.AssetCheckResult:
-    db = database.get()
+def generation_success_rate(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    db = pipeline.context.db
     lora_path = metrics.generation_success_rate(db, hours=WINDOW_HOURS, lora_only=True)
     return _result(metrics.generation_success_rate(db, hours=WINDOW_HOURS), "generation_success_rate",
                    dg.AssetCheckSeverity.ERROR, lora_path_rate=_number(lora_path.value))
 
 
 @dg.asset_check(asset="generation_outputs", description="Jobs that could not use a LoRA still succeed; ERROR under 100%.")
-def fallback_success(database: AppDatabaseResource) -> dg.AssetCheckResult:
-    return _result(metrics.fallback_success_rate(database.get(), hours=WINDOW_HOURS), "fallback_success",
+def fallback_success(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    return _result(metrics.fallback_success_rate(pipeline.context.db, hours=WINDOW_HOURS), "fallback_success",
                    dg.AssetCheckSeverity.ERROR)
 
 

@@ -18,7 +18,7 @@ def demo(home: Path | None) -> None:
     """Create demo characters, train their LoRAs, generate with and without them, check, and report."""
     import os
 
-    from lora_pipelines.demo import run_demo
+    from lora_pipelines.demo.scenario import run_demo
 
     home = (home or Path(os.environ.get("LORA_PIPELINES_HOME", ".lora_pipelines"))).resolve()
     result = run_demo(home)

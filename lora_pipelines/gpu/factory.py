@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,13 @@ class GpuServices:
     loras_root: Path | None  # where the ComfyUI server reads LoRA files (the pod cache folder)
     backend_name: str
     lora_cache_bytes: int = 20 * 1024**3
+
+    def close(self) -> None:
+        """Closes the HTTP clients (a run's context closes them when the run ends)."""
+        for client in (self.training, self.endpoints, self.comfyui):
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
 
 
 def _modal_training(settings: Settings):
@@ -84,6 +92,32 @@ def build_gpu_services(settings: Settings) -> GpuServices:
                            loras_root=settings.comfyui_loras_root, backend_name="comfyui",
                            lora_cache_bytes=settings.comfyui_lora_cache_bytes)
     raise GpuConfigError(f"unknown gpu_backend {settings.gpu_backend!r}; use simulated, modal or comfyui")
+
+
+def connect_training_backend(settings: Settings) -> TrainingBackend | None:
+    """The training backend without starting anything, for a sensor tick: a tick must never start the simulated
+    service. None when the simulated service is neither configured (LORA_PIPELINES_SIM_GPU_URL) nor already
+    running for this home; Modal is always reachable (or fails with its own error)."""
+    if settings.gpu_backend != "simulated":
+        return _modal_training(settings)
+    from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
+
+    url = settings.sim_gpu_url.rstrip("/") if settings.sim_gpu_url else _running_sim_url(settings.resolved_home)
+    if url is None:
+        return None
+    return SimulatedTrainingBackend(url, app=settings.modal_training_app, function=settings.modal_training_function,
+                                    timeout_s=min(settings.gpu_timeout_seconds, 60.0))
+
+
+def _running_sim_url(home: Path) -> str | None:
+    """The URL ensure_sim_gpu_running recorded for this home, if that service still answers."""
+    from lora_pipelines.gpu.sim_launcher import STATE_FILE, is_healthy, sim_home
+
+    try:
+        url = json.loads((sim_home(home) / STATE_FILE).read_text())["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return url if is_healthy(url) else None
 
 
 def _remote_sim_loras_root(url: str) -> Path | None:

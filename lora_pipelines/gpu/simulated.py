@@ -19,6 +19,9 @@ class SimulatedTrainingBackend:
         self.app, self.function = app, function
         self.http = RetryingHttp(self.name, self.base_url, timeout_s=timeout_s, attempts=attempts)
 
+    def close(self) -> None:
+        self.http.close()
+
     def submit_training(self, spec: TrainingSpec) -> str:
         body = self.http.json("POST", f"/functions/{self.app}/{self.function}/spawn", endpoint="spawn",
                               json=spec.model_dump(mode="json"))

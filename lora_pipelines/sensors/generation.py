@@ -5,21 +5,20 @@ from datetime import timedelta
 import dagster as dg
 
 from lora_pipelines.jobs import generation_job
-from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
-from lora_pipelines.services.planning import plan_pending_generations
+from lora_pipelines.planning.generation import plan_pending_generations
+from lora_pipelines.resources import PipelineResource
+from lora_pipelines.services.reaper import requeue_stale_generations
 
 
 @dg.sensor(name="pending_generations", job=generation_job, minimum_interval_seconds=15,
            default_status=dg.DefaultSensorStatus.RUNNING)
-def pending_generations_sensor(
-    context: dg.SensorEvaluationContext, database: AppDatabaseResource, object_store: ObjectStoreResource,
-    gpu: GpuResource,
-) -> dg.SensorResult:
-    ctx = pipeline_context(database, object_store, gpu)
-    batches, next_after = plan_pending_generations(
-        ctx.db, int(context.cursor or 0), stale_after=timedelta(seconds=ctx.settings.generation_stale_seconds),
-        max_attempts=ctx.settings.generation_max_attempts,
-    )
+def pending_generations_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
+    ctx = pipeline.context
+    stale_after = timedelta(seconds=ctx.settings.generation_stale_seconds)
+    requeued = requeue_stale_generations(ctx.db, stale_after=stale_after,
+                                         max_attempts=ctx.settings.generation_max_attempts)
+    batches, next_after = plan_pending_generations(ctx.db, int(context.cursor or 0), requeued=requeued,
+                                                   stale_after=stale_after)
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(

@@ -6,8 +6,8 @@ import dagster as dg
 
 from lora_pipelines.jobs import training_job
 from lora_pipelines.partitions import characters_partitions, partition_key
-from lora_pipelines.resources import AppDatabaseResource, GpuResource, ObjectStoreResource, pipeline_context
-from lora_pipelines.services.planning import CharacterCursor, plan_new_character_training, plan_training_completion
+from lora_pipelines.planning.training import CharacterCursor, plan_new_character_training, plan_training_completion
+from lora_pipelines.resources import PipelineResource
 
 
 DEAD_RUN_SLACK_SECONDS = 600
@@ -20,12 +20,9 @@ COMPLETES_TAG = "lora_pipelines/completes"  # the plain completion key a run was
 
 @dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING)
-def new_characters_sensor(
-    context: dg.SensorEvaluationContext, database: AppDatabaseResource, object_store: ObjectStoreResource,
-    gpu: GpuResource,
-) -> dg.SensorResult:
+def new_characters_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
     """Adds a partition per LoRA-enabled character and requests training for each base model once it has photos."""
-    ctx = pipeline_context(database, object_store, gpu)
+    ctx = pipeline.context
     cursor = CharacterCursor.loads(context.cursor)
     partitions, requests, next_cursor = plan_new_character_training(
         ctx.db, cursor, base_models=ctx.settings.train_base_model_list, min_photos=ctx.settings.min_photos
@@ -43,14 +40,14 @@ def new_characters_sensor(
 
 @dg.sensor(name="training_completion", job=training_job, minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING)
-def training_completion_sensor(
-    context: dg.SensorEvaluationContext, database: AppDatabaseResource, object_store: ObjectStoreResource,
-    gpu: GpuResource,
-) -> dg.SensorResult:
-    """Polls GPU calls in flight and requests the run that finishes each ended one (a restart loses nothing)."""
-    ctx = pipeline_context(database, object_store, gpu)
+def training_completion_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
+    """Polls GPU calls in flight and requests the run that finishes each ended one (a restart loses nothing).
+
+    A tick never starts the simulated GPU service: when it is not running, the requested runs poll instead."""
+    ctx = pipeline.context
     after_id = int(context.cursor or 0)
-    requests, next_after = plan_training_completion(ctx.db, ctx.gpu.training.poll, after_id=after_id)
+    backend = ctx.running_training_backend()
+    requests, next_after = plan_training_completion(ctx.db, backend.poll if backend else None, after_id=after_id)
     horizon = time.time() - ctx.settings.training_wait_seconds - DEAD_RUN_SLACK_SECONDS
     run_requests = []
     for r in requests:

@@ -11,7 +11,9 @@ from lora_pipelines.store.database import Database
 from lora_pipelines.store.objects import ObjectStore, open_store_from_settings
 
 if TYPE_CHECKING:
+    from lora_pipelines.domain.lora_selection import InspectOutcome
     from lora_pipelines.faces.embeddings import FaceAnalyzer
+    from lora_pipelines.gpu.base import TrainingBackend
     from lora_pipelines.gpu.factory import GpuServices
 
 
@@ -21,6 +23,9 @@ class PipelineContext:
     db: Database
     store: ObjectStore
     _gpu: GpuServices | None = field(default=None, repr=False)
+    _running_training: TrainingBackend | None = field(default=None, repr=False)
+    # (object key, sha256) → outcome of checking that stored LoRA file (services.lora_lookup)
+    lora_inspections: dict[tuple[str, str], InspectOutcome] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PipelineContext:
@@ -36,8 +41,27 @@ class PipelineContext:
             self._gpu = build_gpu_services(self.settings)
         return self._gpu
 
+    def running_training_backend(self) -> TrainingBackend | None:
+        """The training backend if it can be asked without starting anything (what a sensor tick may use), or
+        None when the simulated service is neither configured nor already running."""
+        if self._gpu is not None:
+            return self._gpu.training
+        if self._running_training is None:
+            from lora_pipelines.gpu.factory import connect_training_backend
+
+            self._running_training = connect_training_backend(self.settings)
+        return self._running_training
+
     @cached_property
     def analyzer(self) -> FaceAnalyzer:
-        from lora_pipelines.faces.embeddings import FaceAnalyzer
+        from lora_pipelines.faces.embeddings import default_analyzer
 
-        return FaceAnalyzer()
+        return default_analyzer()  # the models load once per process, however many contexts there are
+
+    def close(self) -> None:
+        """Closes the database connections and the GPU clients this context opened."""
+        if self._gpu is not None:
+            self._gpu.close()
+        if self._running_training is not None and hasattr(self._running_training, "close"):
+            self._running_training.close()
+        self.db.dispose()

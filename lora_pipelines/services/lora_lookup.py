@@ -1,7 +1,8 @@
 """`get_lora_for_generation`: the I/O half of LoRA selection (the rules are in domain/lora_selection.py).
 
-The file itself is checked, not only the row: it is fetched once per (key, sha256) per process, its checksum
-verified and its header inspected, and the outcome cached, so a batch pays for one download per LoRA.
+The file itself is checked, not only the row: it is fetched once per (key, sha256) per context (a run, or a CLI
+command), its checksum verified and its header inspected, and the outcome kept, so a batch pays for one download
+per LoRA.
 """
 
 from __future__ import annotations
@@ -24,19 +25,18 @@ from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects.files import sha256_of_file
 
-_cache: dict[tuple[str, str], InspectOutcome] = {}
-_cache_lock = threading.Lock()
+_inspections_lock = threading.Lock()
 
 
 def inspect_stored_lora(ctx: PipelineContext, candidate: LoraCandidate) -> InspectOutcome:
     cache_key = (candidate.model_path or "", candidate.sha256 or "")
-    with _cache_lock:
-        cached = _cache.get(cache_key)
+    with _inspections_lock:
+        cached = ctx.lora_inspections.get(cache_key)
     if cached is not None and cached.ok and ctx.store.exists(candidate.model_path):
         return cached
     outcome = _inspect_uncached(ctx, candidate)
-    with _cache_lock:
-        _cache[cache_key] = outcome
+    with _inspections_lock:
+        ctx.lora_inspections[cache_key] = outcome
     return outcome
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lora_pipelines.services import metrics
+from lora_pipelines.reporting import metrics
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository

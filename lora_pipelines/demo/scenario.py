@@ -20,6 +20,7 @@ GENERATIONS = [  # (character, model, prompt, count)
     ("Joe Biden", "flux", "portrait photo at a press conference", 4),
     ("Joe Biden", "z-image-turbo", "portrait photo on a beach", 4),
 ]
+CURSORS_FILE = "lora_pipelines_demo_cursors.json"  # in DAGSTER_HOME, beside the instance it belongs to
 
 
 class Progress:
@@ -36,42 +37,7 @@ def _prepare_environment(home: Path) -> None:
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance_yaml = dagster_home / "dagster.yaml"
     if not instance_yaml.exists():
-        shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", instance_yaml)
-
-
-def _run_requests(instance, defs, sensor_name: str, say) -> list:
-    import dagster as dg
-
-    sensor = defs.resolve_sensor_def(sensor_name)
-    state_key = f"lora_pipelines.demo.cursor.{sensor_name}"
-    cursor = instance.run_storage.get_cursor_values({state_key}).get(state_key)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
-        result = sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    if result.cursor is not None:
-        instance.run_storage.set_cursor_values({state_key: result.cursor})
-    requests = [r for r in result.run_requests or [] if not instance.get_runs(
-        dg.RunsFilter(tags={"dagster/run_key": r.run_key}), limit=1)]
-    say(f"sensor {sensor_name}: {len(requests)} new run request(s)")
-    return requests
-
-
-def _execute(instance, defs, job_name: str, request, say, sensor_name: str | None = None) -> bool:
-    """Run what a sensor requested, tagged as the daemon tags it: `dagster dev` on this instance then sees the
-    run key as already used by that sensor (the daemon matches run key *and* sensor name) and never reruns it."""
-    job = defs.resolve_job_def(job_name)
-    tags = {**(request.tags or {}), "dagster/run_key": request.run_key, "lora_pipelines/launched_by": "demo"}
-    if sensor_name:
-        tags["dagster/sensor_name"] = sensor_name
-    run_config = {**(request.run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result = job.execute_in_process(
-        instance=instance, partition_key=request.partition_key, run_config=run_config, tags=tags,
-        raise_on_error=False,
-    )
-    label = f"{job_name}" + (f" [{request.partition_key}]" if request.partition_key else "")
-    say(f"  {label}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id[:8]})")
-    return result.success
+        shutil.copy(Path(__file__).resolve().parents[2] / "dagster.yaml", instance_yaml)
 
 
 def where_it_lives(home: Path, ctx) -> str:
@@ -87,13 +53,14 @@ def run_demo(home: Path) -> dict:
     _prepare_environment(home)
     import dagster as dg
 
-    from lora_pipelines.definitions import defs
+    from lora_pipelines.definitions import defs as definitions
+    from lora_pipelines.demo.photos import fetch_demo_photos
+    from lora_pipelines.demo.sensor_runs import SensorCursors, execute_request, new_run_requests
     from lora_pipelines.domain.keys import report_prefix
+    from lora_pipelines.reporting.metrics import headline
+    from lora_pipelines.reporting.report import utc_today
     from lora_pipelines.services.characters import add_character, photos_in
     from lora_pipelines.services.context import PipelineContext
-    from lora_pipelines.services.demo_photos import fetch_demo_photos
-    from lora_pipelines.services.metrics import headline
-    from lora_pipelines.services.report import utc_today
     from lora_pipelines.store.characters import CharactersRepository
     from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
@@ -119,23 +86,25 @@ def run_demo(home: Path) -> dict:
 
     # the persistent instance in DAGSTER_HOME (so `dagster dev` shows the runs); an in-memory one on request
     ephemeral = bool(os.environ.get("LORA_PIPELINES_DEMO_EPHEMERAL"))
+    cursors = SensorCursors(None if ephemeral else Path(os.environ["DAGSTER_HOME"]) / CURSORS_FILE)
+    defs = definitions()
     with dg.DagsterInstance.ephemeral() if ephemeral else dg.DagsterInstance.get() as instance:
         say("training: new_characters sensor → training_job per character × base model")
-        for request in _run_requests(instance, defs, "new_characters", say):
-            _execute(instance, defs, "training_job", request, say, sensor_name="new_characters")
-        for request in _run_requests(instance, defs, "training_completion", say):
-            _execute(instance, defs, "training_job", request, say, sensor_name="training_completion")
+        for request in new_run_requests(instance, defs, "new_characters", cursors, say):
+            execute_request(instance, defs, "training_job", request, say, sensor_name="new_characters")
+        for request in new_run_requests(instance, defs, "training_completion", cursors, say):
+            execute_request(instance, defs, "training_job", request, say, sensor_name="training_completion")
 
         jobs = GenerationJobsRepository(ctx.db)
         for name, model, prompt, count in GENERATIONS:
             ids = jobs.enqueue(characters[name].id, model, prompt, count=count)
             say(f"enqueued {count} {model} generation(s) for {name}: jobs {ids[0]}–{ids[-1]}")
         say("generation: pending_generations sensor → generation_job per batch (checks run with it)")
-        for request in _run_requests(instance, defs, "pending_generations", say):
-            _execute(instance, defs, "generation_job", request, say, sensor_name="pending_generations")
+        for request in new_run_requests(instance, defs, "pending_generations", cursors, say):
+            execute_request(instance, defs, "generation_job", request, say, sensor_name="pending_generations")
 
         say("report: report_job")
-        _execute(instance, defs, "report_job", dg.RunRequest(run_key=f"demo-report-{time.time():.0f}"), say)
+        execute_request(instance, defs, "report_job", dg.RunRequest(run_key=f"demo-report-{time.time():.0f}"), say)
 
     numbers = headline(ctx.db)
     report_uri = ctx.store.uri(f"{report_prefix(utc_today())}/report.html")
