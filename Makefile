@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	# CPU torch first (the formats extra pins the same version), so pip never picks a CUDA build
+	$(BIN)/pip install -q torch==2.13.0 "setuptools>=77.0.3,<81"
+	$(BIN)/pip install -q -e ".[dev,formats]"
 	touch $(STAMP)
 
 install: $(STAMP)
