@@ -45,7 +45,8 @@ def torch():
         import peft  # noqa: F401
         import torch
     except ImportError as exc:
-        _need(False, f"the formats extra is not installed ({exc.name} missing): pip install torch==2.13.0 -e '.[formats]'")
+        _need(False, f"the formats extra is not installed ({exc.name} missing): "
+                     "pip install torch==2.13.0 -e '.[formats]'")
     torch.set_num_threads(2)
     return torch
 
@@ -87,8 +88,9 @@ def pipeline(base_model: str, transformer, transformer_2=None):
     if base_model == "z-image-turbo":
         return diffusers.ZImagePipeline(scheduler=None, vae=None, text_encoder=None, tokenizer=None,
                                         transformer=transformer)
+    boundary = 0.875 if transformer_2 is not None else None  # ai-toolkit's wan22_14b multistage boundary
     return diffusers.WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=None, transformer=transformer,
-                                 transformer_2=transformer_2, boundary_ratio=0.875 if transformer_2 is not None else None)
+                                 transformer_2=transformer_2, boundary_ratio=boundary)
 
 
 def ai_toolkit_lora(torch, base_model: str, transformer, seed: int) -> tuple[dict, dict]:

@@ -166,7 +166,8 @@ def test_a_valid_file_whose_header_length_begins_like_a_pickle_or_zip_is_read(ma
     """0x580 = 1408 is written as 80 05 ...: pickle protocol 5's magic. Such a file is still safetensors."""
     tensors = {name: np.ones(shape, np.float16)  # one block keeps the header under the smallest magic length
                for name, shape in lora_format.lora_tensor_shapes("qwen-image", 4, blocks=1).items()}
-    base = save(tensors, metadata=lora_format.trainer_metadata("qwen-image", "ohwx_q", rank=4, steps=10, trainer="test"))
+    metadata = lora_format.trainer_metadata("qwen-image", "ohwx_q", rank=4, steps=10, trainer="test")
+    base = save(tensors, metadata=metadata)
     (length,) = struct.unpack("<Q", base[:8])
     header = base[8:8 + length].rstrip()
     assert len(header) < magic_length
@@ -239,6 +240,8 @@ FOREIGN = {
     "FLUX.2 klein 4B no metadata": (kohya_tensors({"lora_unet_single_blocks_0_linear1": (3072, 27648),
                                                    "lora_unet_single_blocks_0_linear2": (12288, 3072)}),
                                     {}, "FLUX.2 [klein] 4B"),
+    "FLUX.2 klein 4B MLP only, no metadata": (kohya_tensors({"lora_unet_double_blocks_0_img_mlp_0": (3072, 18432)}),
+                                              {}, "FLUX.2 [klein] 4B"),
     "FLUX.2 diffusers names": (peft_tensors({"transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj":
                                              (3072, 27648)}), {}, "FLUX.2"),
     "ai-toolkit Chroma": (peft_tensors({"diffusion_model.double_blocks.0.img_attn.qkv": (3072, 9216)}),

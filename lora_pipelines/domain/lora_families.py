@@ -135,13 +135,17 @@ _UNET_BY_CONTEXT_WIDTH = {768: "Stable Diffusion 1.x", 1024: "Stable Diffusion 2
 
 # Attention projections whose input is the hidden width, per layout we read.
 _ZIMAGE_ATTN = re.compile(r"(^|[._])layers[._]\d+[._]attention[._](to_q|to_k|to_v|qkv|to_out|out)")
-_WAN_ATTN = re.compile(r"(^|[._])blocks[._]\d+[._](self_attn|cross_attn|attn1|attn2)[._](q|k|v|o|to_q|to_k|to_v|to_out)")
+_WAN_ATTN = re.compile(
+    r"(^|[._])blocks[._]\d+[._](self_attn|cross_attn|attn1|attn2)[._](q|k|v|o|to_q|to_k|to_v|to_out)")
 _BFL_DOUBLE = re.compile(r"(^|[._])double_blocks[._](?P<i>\d+)[._]")
 _BFL_SINGLE = re.compile(r"(^|[._])single_blocks[._](?P<i>\d+)[._]")
 _DIFFUSERS_DOUBLE = re.compile(r"(^|[._])transformer_blocks[._](?P<i>\d+)[._]")
 _DIFFUSERS_SINGLE = re.compile(r"(^|[._])single_transformer_blocks[._](?P<i>\d+)[._]")
 # musubi hunyuan_model/models.py: ModulateDiT's `.linear` (FLUX.1's Modulation is `.lin`)
 _HUNYUAN_MODULATION = re.compile(r"(img_mod|txt_mod|modulation)[._]linear")
+# Modules in BFL blocks that read the hidden width (all but the MLP's down projections)
+_BFL_READS_HIDDEN = re.compile(r"(double|single)_blocks[._]\d+[._](img_attn[._]qkv|txt_attn[._]qkv|img_attn[._]proj"
+                               r"|txt_attn[._]proj|img_mlp[._]0|txt_mlp[._]0|linear1)$")
 _BFL_ATTN_IN = re.compile(r"double_blocks[._]\d+[._](img|txt)_attn[._]qkv$|single_blocks[._]\d+[._]linear1$")
 
 # Z-Image dim 3840 (Tongyi-MAI Z-Image config; diffusers ZImageTransformer2DModel); Lumina 2 NextDiT dim 2304
@@ -202,12 +206,14 @@ def foreign_family_from_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> For
         for width in sorted(_in_widths(downs, pattern)):
             if width in table:
                 return ForeignFamily(table[width], f"hidden width {width} in its attention projections")
-    if any(_BFL_DOUBLE.search(n) or _BFL_SINGLE.search(n) for n in names):
-        for width in sorted(_in_widths(downs, _BFL_ATTN_IN)):
-            if _flux2_mlp(downs, _up_shapes(tensors), width):
+    in_bfl_blocks = [n for n in names if _BFL_DOUBLE.search(n) or _BFL_SINGLE.search(n)]
+    if in_bfl_blocks:
+        ups = _up_shapes(tensors)
+        for width in sorted(_in_widths(downs, _BFL_READS_HIDDEN)):
+            if _flux2_mlp(downs, ups, width):
                 return ForeignFamily("FLUX.2 [klein] 4B" if width == 3072 else FLUX_2,
                                      f"a SwiGLU MLP 3 x the hidden width {width} (FLUX.1's is 4 x)")
-    hunyuan_modulation = any(_HUNYUAN_MODULATION.search(n) for n in names if _BFL_DOUBLE.search(n) or _BFL_SINGLE.search(n))
+    hunyuan_modulation = any(_HUNYUAN_MODULATION.search(n) for n in in_bfl_blocks)
     if hunyuan_modulation or _past_flux1_blocks(names, _BFL_DOUBLE, _BFL_SINGLE) or _past_flux1_blocks(
             names, _DIFFUSERS_DOUBLE, _DIFFUSERS_SINGLE):
         return ForeignFamily(HUNYUAN_VIDEO, "more double/single blocks than FLUX.1's 19 + 38, or `mod.linear` "

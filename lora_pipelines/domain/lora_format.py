@@ -128,7 +128,9 @@ def lora_tensor_shapes(base_model: str, rank: int, blocks: int = 2, scale_down: 
 
 
 def trainer_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int, trainer: str) -> dict[str, str]:
-    """`__metadata__` as ai-toolkit writes it (all values strings), including the trigger word."""
+    """`__metadata__` a finished LoRA of ours carries (all values strings): what the Modal trainer's header rewrite
+    adds to ai-toolkit's own (ai-toolkit writes `ss_base_model_version` and `ss_tag_frequency` of these, no
+    modelspec), so the inspector reads base model and trigger word from every file we make."""
     import json
 
     return {
