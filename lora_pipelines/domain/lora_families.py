@@ -146,7 +146,6 @@ _HUNYUAN_MODULATION = re.compile(r"(img_mod|txt_mod|modulation)[._]linear")
 # Modules in BFL blocks that read the hidden width (all but the MLP's down projections)
 _BFL_READS_HIDDEN = re.compile(r"(double|single)_blocks[._]\d+[._](img_attn[._]qkv|txt_attn[._]qkv|img_attn[._]proj"
                                r"|txt_attn[._]proj|img_mlp[._]0|txt_mlp[._]0|linear1)$")
-_BFL_ATTN_IN = re.compile(r"double_blocks[._]\d+[._](img|txt)_attn[._]qkv$|single_blocks[._]\d+[._]linear1$")
 
 # Z-Image dim 3840 (Tongyi-MAI Z-Image config; diffusers ZImageTransformer2DModel); Lumina 2 NextDiT dim 2304
 # (sd-scripts library/lumina_models.py NextDiT_2B_GQA_patch2_Adaln_Refiner), same layers.N.attention names.
@@ -202,7 +201,7 @@ def foreign_family_from_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> For
                 family = next((_UNET_BY_CONTEXT_WIDTH[w] for w in sorted(widths) if w in _UNET_BY_CONTEXT_WIDTH),
                               family)
             return ForeignFamily(family, f"tensor {hit!r}")
-    for pattern, table in ((_ZIMAGE_ATTN, _ZIMAGE_WIDTHS), (_WAN_ATTN, _WAN_WIDTHS), (_BFL_ATTN_IN, _BFL_WIDTHS)):
+    for pattern, table in ((_ZIMAGE_ATTN, _ZIMAGE_WIDTHS), (_WAN_ATTN, _WAN_WIDTHS), (_BFL_READS_HIDDEN, _BFL_WIDTHS)):
         for width in sorted(_in_widths(downs, pattern)):
             if width in table:
                 return ForeignFamily(table[width], f"hidden width {width} in its attention projections")
