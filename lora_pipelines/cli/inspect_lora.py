@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
+from lora_pipelines.domain.safetensors_inspect import ForeignLoraFamilyError, InvalidLoraFileError, inspect_lora_file
 
 
 @click.command("inspect-lora")
@@ -16,6 +16,9 @@ def inspect_lora(file: str) -> None:
     """Print base model, format, rank, trigger word, size and sha256 of a LoRA .safetensors FILE as JSON."""
     try:
         inspection = inspect_lora_file(file)
+    except ForeignLoraFamilyError as exc:
+        click.echo(f"error: {file}: {exc}", err=True)
+        sys.exit(2)
     except InvalidLoraFileError as exc:
         click.echo(f"error: {exc} ({file} is not a readable LoRA .safetensors file)", err=True)
         sys.exit(2)

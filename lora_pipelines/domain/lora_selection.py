@@ -8,7 +8,8 @@ A LoRA is used only when all hold, checked in this order:
   5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file
                                                           else lora_file_unreachable / checksum_mismatch / lora_file_invalid
   6. the FILE's base model (from its header) is the model's family, since ComfyUI silently ignores a LoRA
-     made for another model                              else base_model_mismatch
+     made for another model (one for a family we do not run, e.g. FLUX.2, names it)
+                                                          else base_model_mismatch
 
 When the newest LoRA for the family is broken we report it and do not fall back to an older one: an older LoRA is
 a superseded training (often retrained because it was bad), and quietly using it would hide a broken artifact
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lora_pipelines.domain.model_registry import ModelEntry
-from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, LoraInspection
+from lora_pipelines.domain.safetensors_inspect import ForeignLoraFamilyError, InvalidLoraFileError, LoraInspection
 
 CHARACTER_NOT_FOUND = "character_not_found"
 LORA_DISABLED = "lora_disabled"
@@ -62,7 +63,8 @@ class InspectOutcome:
     """What the I/O layer learned fetching the candidate's file: the file's base model (and, when it has it, the
     whole inspection), or a failure code from FILE_FAILURES with a human-readable detail.
 
-    Build it with `InspectOutcome.success(inspection_or_base_model)` / `InspectOutcome.failure(code, detail)`.
+    Build it with `InspectOutcome.success(inspection_or_base_model)` / `InspectOutcome.failure(code, detail)`, or
+    `InspectOutcome.refused(error)` for a file the inspector refused.
     """
 
     base_model: str | None = None
@@ -81,6 +83,14 @@ class InspectOutcome:
         if isinstance(inspected, LoraInspection):
             return cls(base_model=inspected.base_model, inspection=inspected)
         return cls(base_model=inspected)
+
+    @classmethod
+    def refused(cls, error: InvalidLoraFileError, where: str = "") -> InspectOutcome:
+        """A file for a family we do not run has that family as its base model (a mismatch naming it); any other
+        refusal is lora_file_invalid."""
+        if isinstance(error, ForeignLoraFamilyError):
+            return cls(base_model=error.family, detail=f"from {error.evidence}")
+        return cls.failure(LORA_FILE_INVALID, f"{where}{error}")
 
     @classmethod
     def failure(cls, reason: str, detail: str = "") -> InspectOutcome:
@@ -142,7 +152,7 @@ def select_lora(
     try:
         outcome = inspect(candidate)
     except InvalidLoraFileError as exc:
-        outcome = InspectOutcome.failure(LORA_FILE_INVALID, str(exc))
+        outcome = InspectOutcome.refused(exc)
     except OSError as exc:
         outcome = InspectOutcome.failure(LORA_FILE_UNREACHABLE, f"{type(exc).__name__}: {exc}")
     if outcome.reason is not None:
@@ -154,10 +164,11 @@ def select_lora(
                      f"LoRA {candidate.id}: file sha256 {inspection.sha256[:12]}… != recorded {candidate.sha256[:12]}…",
                      inspection)
     if outcome.base_model != model.base_model:
-        source = inspection.detected_from if inspection is not None else None
+        detected = inspection.detected_from if inspection is not None else None
+        source = f"from {detected}" if detected else outcome.detail
         return _skip(BASE_MODEL_MISMATCH,
                      f"LoRA {candidate.id} is recorded as {candidate.base_model} but its file is for "
-                     f"{outcome.base_model}" + (f" (from {source})" if source else ""),
+                     f"{outcome.base_model}" + (f" ({source})" if source else ""),
                      inspection)
 
     trigger_word = candidate.trigger_word or (inspection.trigger_word if inspection is not None else None)

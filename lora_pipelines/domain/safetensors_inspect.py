@@ -1,7 +1,8 @@
 """Read a LoRA's safetensors header (never its tensors): validate the layout, detect the base model, find the trigger word.
 
 ComfyUI silently ignores a LoRA made for another base model, so the base model is read from the file itself:
-`modelspec.architecture`, then `ss_base_model_version`, then tensor key patterns.
+`modelspec.architecture`, then `ss_base_model_version`, then tensor key patterns. A file for a family we do not
+run (FLUX.2, Chroma, Lumina 2, Wan 2.2 5B, SDXL...: lora_families) is refused with ForeignLoraFamilyError.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lora_pipelines.domain import lora_format
+from lora_pipelines.domain import lora_families, lora_format
+from lora_pipelines.domain.base_models import BASE_MODELS
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 UNKNOWN_BASE_MODEL = "unknown"
@@ -44,6 +46,16 @@ _PICKLE_MAGICS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x
 
 class InvalidLoraFileError(ValueError):
     """The bytes are not a well-formed safetensors file; the message is one line saying why."""
+
+
+class ForeignLoraFamilyError(InvalidLoraFileError):
+    """A well-formed LoRA for a model family we do not run; `family` names it, `evidence` says what showed it."""
+
+    def __init__(self, family: str, evidence: str) -> None:
+        self.family = family
+        self.evidence = evidence
+        super().__init__(f"LoRA for {family} (from {evidence}), not a base model lora_pipelines runs "
+                         f"({', '.join(BASE_MODELS)})")
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,8 @@ def _is_count(value: Any) -> bool:
 
 
 def _inspection(header: _Header, size: int, sha256: str) -> LoraInspection:
+    if foreign := lora_families.foreign_family(header.metadata, header.tensors):
+        raise ForeignLoraFamilyError(foreign.name, foreign.evidence)
     base_model, detected_from = detect_base_model(header.metadata, header.tensors)
     return LoraInspection(
         base_model=base_model,

@@ -57,7 +57,7 @@ def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate) -> Inspect
         try:
             inspection = inspect_lora_file(local)
         except InvalidLoraFileError as exc:
-            return InspectOutcome.failure("lora_file_invalid", f"{candidate.model_path}: {exc}")
+            return InspectOutcome.refused(exc, f"{candidate.model_path}: ")
     return InspectOutcome.success(inspection.base_model)
 
 
