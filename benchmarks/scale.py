@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -224,7 +224,7 @@ def add_new_changes(db: Database) -> Scenario:
     ]  # fmt: skip
     GenerationJobsRepository(db).enqueue(new_ids[0], "flux", "a portrait in a cafe", count=NEW_PENDING_JOBS)
     rng = random.Random(n)
-    return Scenario(CharacterCursor(updated_at.astimezone(timezone.utc), last_id), last_job,
+    return Scenario(CharacterCursor(updated_at.astimezone(UTC), last_id), last_job,
                     [rng.randint(1, n) for _ in range(SELECTIONS)])
 
 
@@ -265,7 +265,7 @@ def _select_loras(db: Database, scenario: Scenario) -> list[float]:
 def _report_sql(db: Database, hours: float) -> tuple[int, int]:
     """build_report's database work (report.read_report_data), without plots and uploads; returns the rows of its
     two job-count queries (per character, per model x backend x day)."""
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    since = datetime.now(UTC) - timedelta(hours=hours)
     with db.engine.connect() as conn:
         data = report.read_report_data(conn, since)
     return len(data.by_character), len(data.by_slice)
@@ -276,7 +276,7 @@ def _report_sql_before(db: Database, hours: float) -> tuple[int]:
     backend x day, every character's name, the same LoRA training queries."""
     import pandas as pd
 
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    since = datetime.now(UTC) - timedelta(hours=hours)
     J = report.J
     with db.engine.connect() as conn:
         day, day_text = report._day(conn, J.finished_at)
@@ -301,10 +301,10 @@ def _report_end_to_end(db: Database, hours: float) -> None:
     from lora_pipelines.settings import Settings
     from lora_pipelines.store.objects import open_store
 
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    since = datetime.now(UTC) - timedelta(hours=hours)
     with tempfile.TemporaryDirectory() as home:
         ctx = PipelineContext(settings=Settings(home=home), db=db, store=open_store(os.path.join(home, "objects")))
-        report.build_report(ctx, day=datetime.now(timezone.utc).date(), since=since)
+        report.build_report(ctx, day=datetime.now(UTC).date(), since=since)
 
 
 def operations(new_indexes: bool) -> list[Operation]:

@@ -6,9 +6,10 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from lora_pipelines.domain.lora_format import trainer_metadata
 from lora_pipelines.domain.safetensors_inspect import read_safetensors_header

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from lora_pipelines.gpu.schemas import TrainingResult, TrainingSpec
 from modal_apps import artifacts, trainer_config

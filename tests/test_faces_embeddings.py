@@ -11,7 +11,7 @@ from PIL import Image
 
 from lora_pipelines.faces.batch import analyze_many
 from lora_pipelines.faces.consistency import CharacterReference, score_faces
-from lora_pipelines.faces.embeddings import FaceAnalyzer, default_analyzer, aligned_crop, face_distance
+from lora_pipelines.faces.embeddings import FaceAnalyzer, aligned_crop, default_analyzer, face_distance
 from lora_pipelines.faces.evaluation import pair_distances, separation_auc
 from lora_pipelines.faces.images import decode_image
 

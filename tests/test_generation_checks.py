@@ -7,7 +7,7 @@ naming the seeded bad jobs as its worst offenders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -69,7 +69,7 @@ def baseline(db: Database) -> Seeder:
     s.character("Ben", with_lora=False)
     s.jobs("Anna", 20, path="lora", match=True)
     s.jobs("Ben", 5, path="standard", match=False)
-    two_days_ago = datetime.now(timezone.utc) - timedelta(hours=48)
+    two_days_ago = datetime.now(UTC) - timedelta(hours=48)
     s.jobs("Ben", 3, path="standard", status="failed", finished_at=two_days_ago)
     s.jobs("Anna", 3, path="route_failed", status="failed", finished_at=two_days_ago)
     return s

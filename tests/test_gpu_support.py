@@ -146,7 +146,7 @@ class TrainedLora:
     lora_model_id: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_lora(faces_dir: Path, base_model: str) -> TrainedLora:
     """Train (once per process and base model) a LoRA of TRAIN_PERSON on the shared service and download it."""
     from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
@@ -169,7 +169,7 @@ def _dataset(faces_dir: Path) -> tuple[Path, str, list[Path]]:
     return dataset_zip(faces_dir, TRAIN_PERSON, shared_sim(faces_dir).data_root)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_embeddings(faces_dir: Path, person: str) -> tuple[np.ndarray, ...]:
     return tuple(e for e in (embed(p) for p in person_photos(faces_dir, person)) if e is not None)
 

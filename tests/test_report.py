@@ -6,14 +6,15 @@ import io
 import random
 import statistics
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from lora_pipelines.services import metrics, report as report_module
+from lora_pipelines.services import metrics
+from lora_pipelines.services import report as report_module
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.report import build_report, read_report_data
 from lora_pipelines.settings import Settings
@@ -21,7 +22,7 @@ from lora_pipelines.store.database import Database
 from lora_pipelines.store.objects import open_store
 from lora_pipelines.store.repositories import CharactersRepository, GenerationJobsRepository, LoraModelsRepository
 
-UTC = timezone.utc
+UTC = UTC
 TODAY = datetime.now(UTC).date()
 DAYS = [TODAY - timedelta(days=2), TODAY - timedelta(days=1), TODAY]
 # written out here rather than read from the registry, so a registry change cannot hide a report bug

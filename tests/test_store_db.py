@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from lora_pipelines.domain.keys import InvalidIdError
+from lora_pipelines.domain.trigger_words import InvalidTriggerWordError, trigger_word_for
 from lora_pipelines.store.database import Database
 from lora_pipelines.store.repositories import (
     CharactersRepository,
@@ -20,7 +21,6 @@ from lora_pipelines.store.repositories import (
 )
 from lora_pipelines.store.status import IllegalStatusTransition, UnknownStatusError, check_generation_transition
 from lora_pipelines.store.tables import GenerationJobRow
-from lora_pipelines.domain.trigger_words import InvalidTriggerWordError, trigger_word_for
 
 
 @pytest.fixture()
@@ -182,7 +182,7 @@ def test_most_recent_ready_lora(repos) -> None:
     characters, loras, _ = repos
     anna = characters.create("Anna")
     other = characters.create("Other")
-    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
 
     def ready(key: str, base_model: str, finished: datetime, character=anna):
         row = loras.create(character.id, base_model, character.trigger_word, key)
@@ -288,7 +288,7 @@ def test_two_workers_never_claim_the_same_job(repos) -> None:
 
 def _backdate(db: Database, job_id: int, minutes: int) -> None:
     with db.session() as session:
-        started = datetime.now(timezone.utc) - timedelta(minutes=minutes)
+        started = datetime.now(UTC) - timedelta(minutes=minutes)
         session.execute(sa.update(GenerationJobRow).where(GenerationJobRow.id == job_id).values(started_at=started))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC
 from pathlib import Path
 
 import boto3
@@ -214,12 +215,12 @@ def test_local_store_refuses_a_symlink_out_of_its_root(tmp_path: Path) -> None:
 
 
 def test_stat_reports_utc_modification_time(store: ObjectStore) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     store.put_bytes("a/now.bin", b"x")
     modified = store.stat("a/now.bin").last_modified
     assert modified.utcoffset() == timedelta(0)
-    assert abs(datetime.now(timezone.utc) - modified) < timedelta(minutes=5)
+    assert abs(datetime.now(UTC) - modified) < timedelta(minutes=5)
 
 
 def test_s3_requests_carry_no_checksum_headers_r2_refuses(s3_bucket, tmp_path: Path) -> None:

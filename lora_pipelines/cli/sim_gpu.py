@@ -28,7 +28,8 @@ def serve(host: str, port: int, home: Path | None, allow_roots: tuple[Path, ...]
           training_seconds: float) -> None:
     """Serve until interrupted. Modal-Key/Modal-Secret are enforced when LORA_PIPELINES_SIM_MODAL_KEY/_SECRET are set."""
     from lora_pipelines.gpu.sim_launcher import sim_home
-    from lora_pipelines.gpu.sim_server import SimConfig, load_faults, serve as run
+    from lora_pipelines.gpu.sim_server import SimConfig, load_faults
+    from lora_pipelines.gpu.sim_server import serve as run
     from lora_pipelines.settings import load_settings
 
     home = home or sim_home(load_settings().resolved_home)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse, TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.gpu.schemas import (
+    FaceSwapRequest,
+    GenerateRequest,
+    GenerateResponse,
+    TrainingPoll,
+    TrainingResult,
+    TrainingSpec,
+)
 
 # Generation routes of the Modal apps (and of the simulated service): route -> base model it runs.
 LORA_ROUTES: dict[str, str] = {"flux-lora": "flux", "qwen-image-2512-lora": "qwen-image"}

@@ -23,8 +23,13 @@ from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from lora_pipelines.gpu.downloads import download_verified
-from lora_pipelines.gpu.errors import (GpuBackendError, GpuMalformedResponseError, GpuPermanentError, GpuTimeoutError,
-                                       GpuTransientError)
+from lora_pipelines.gpu.errors import (
+    GpuBackendError,
+    GpuMalformedResponseError,
+    GpuPermanentError,
+    GpuTimeoutError,
+    GpuTransientError,
+)
 from lora_pipelines.gpu.http import RetryingHttp
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
 

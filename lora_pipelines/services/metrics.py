@@ -10,7 +10,7 @@ fallback_success_rate    succeeded / finished jobs that could not use a LoRA
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -57,7 +57,7 @@ class Rate:
 
 def _window(since: datetime | None, hours: float | None):
     if since is None and hours is not None:
-        since = datetime.now(timezone.utc) - timedelta(hours=hours)
+        since = datetime.now(UTC) - timedelta(hours=hours)
     return [J.finished_at >= since] if since is not None else []
 
 

@@ -15,7 +15,7 @@ import base64
 import html
 import io
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import pandas as pd
@@ -112,7 +112,7 @@ class QualityReport:
 
 def utc_today() -> date:
     """Reports are named by the UTC date, like every timestamp they count."""
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def build_report(
@@ -180,9 +180,9 @@ def normalize_since(since: date | datetime | None) -> datetime | None:
     if isinstance(since, datetime):
         if since.tzinfo is None:
             raise ValueError(f"since {since.isoformat()} has no timezone; pass an aware datetime (UTC) or a date")
-        return since.astimezone(timezone.utc)
+        return since.astimezone(UTC)
     if isinstance(since, date):
-        return datetime.combine(since, time.min, tzinfo=timezone.utc)
+        return datetime.combine(since, time.min, tzinfo=UTC)
     raise TypeError(f"since must be a date or datetime, got {type(since).__name__}")
 
 
@@ -430,7 +430,7 @@ def latest_check_results(instance: Any) -> dict[str, dict[str, Any]]:
             "source": f"dagster run {record.run_id[:8]}", "passed": bool(evaluation.passed),
             "severity": evaluation.severity.value, "rate": None if rate is None or rate < 0 else float(rate),
             "target": meta.get("target"), "numerator": meta.get("numerator"), "denominator": meta.get("denominator"),
-            "evaluated_at": datetime.fromtimestamp(record.create_timestamp, timezone.utc).isoformat(timespec="seconds"),
+            "evaluated_at": datetime.fromtimestamp(record.create_timestamp, UTC).isoformat(timespec="seconds"),
             "description": evaluation.description or "",
         }  # fmt: skip
     return results

@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,7 +66,7 @@ class LocalObjectStore(ObjectStore):
 
     def _info(self, key: str, path: Path, sha256: str | None = None) -> ObjectInfo:
         st = path.stat()
-        return ObjectInfo(key, st.st_size, sha256, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+        return ObjectInfo(key, st.st_size, sha256, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         path = self._path(key)

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from lora_pipelines.domain.base_models import validate_base_model
 from lora_pipelines.domain.keys import validate_key
+from lora_pipelines.domain.trigger_words import trigger_word_for, validate_trigger_word
 from lora_pipelines.store.database import Database
 from lora_pipelines.store.status import (
     check_generation_transition,
@@ -48,7 +49,6 @@ from lora_pipelines.store.tables import (
     UTCDateTime,
     utcnow,
 )
-from lora_pipelines.domain.trigger_words import trigger_word_for, validate_trigger_word
 
 MAX_NAME_LENGTH = 200
 MAX_PAGE = 10_000

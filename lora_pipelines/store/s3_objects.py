@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -116,7 +116,7 @@ class S3ObjectStore(ObjectStore):
             key=key,
             size_bytes=int(size if size is not None else response.get("ContentLength", response.get("Size", 0))),
             sha256=(response.get("Metadata") or {}).get(SHA256_METADATA),
-            last_modified=modified.astimezone(timezone.utc) if (modified := response.get("LastModified")) else None,
+            last_modified=modified.astimezone(UTC) if (modified := response.get("LastModified")) else None,
             content_type=response.get("ContentType"),
         )
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lora_pipelines.domain.prompts import clean_prompt
 from lora_pipelines.workflows.comfy_schema import validate_prompt
