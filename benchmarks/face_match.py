@@ -30,7 +30,7 @@ def load_manifest(faces_dir: Path) -> list[tuple[Path, str]]:
 
 
 def auc_of(faces_per_photo, identities) -> tuple[float, int]:
-    pairs = [(faces[0].embedding, ident) for faces, ident in zip(faces_per_photo, identities) if faces]
+    pairs = [(faces[0].embedding, ident) for faces, ident in zip(faces_per_photo, identities, strict=True) if faces]
     same, different = pair_distances([e for e, _ in pairs], [i for _, i in pairs])
     return separation_auc(same, different), len(faces_per_photo) - len(pairs)
 

@@ -10,6 +10,7 @@ import atexit
 import functools
 import hashlib
 import io
+import json
 import shutil
 import tempfile
 import zipfile
@@ -111,7 +112,7 @@ def dataset_zip(faces_dir: Path, person: str, dest_dir: Path, count: int = 5) ->
             face_chip(photo).save(png, format="PNG")
             archive.writestr(f"images/{i:03d}.png", png.getvalue())
             archive.writestr(f"images/{i:03d}.txt", f"{person}, a photo")
-        archive.writestr("manifest.json", '{"person": "%s"}' % person)
+        archive.writestr("manifest.json", json.dumps({"person": person}))
     path = dest_dir / f"{person}-{count}.zip"
     path.write_bytes(buffer.getvalue())
     return path, hashlib.sha256(buffer.getvalue()).hexdigest(), photos

@@ -344,7 +344,7 @@ def test_sql_and_template_injection_prompts_are_stored_and_sent_verbatim(generat
     outcomes = [run_generation_job(ctx, job_id, worker="hostile-test") for job_id in ids]
 
     assert [o.status for o in outcomes] == ["succeeded"] * len(ids)
-    for job_id, prompt in zip(ids, HOSTILE_PROMPTS):
+    for job_id, prompt in zip(ids, HOSTILE_PROMPTS, strict=True):
         job = jobs.get(job_id)
         assert job.prompt == prompt
         assert job.mode == "lora" and job.trigger_word == "ohwx_zed"
@@ -390,7 +390,7 @@ def test_unknown_model_job_fails_with_the_reason_and_the_rest_of_the_batch_succe
 
     finished = [jobs.get(job_id) for job_id in ids]
     assert [j.status for j in finished] == ["succeeded", "failed", "failed", "succeeded"]
-    for job, model in zip(finished[1:3], models[1:3]):
+    for job, model in zip(finished[1:3], models[1:3], strict=True):
         assert job.error.startswith(f"unknown model {model!r}") and job.output_keys == []
     assert all(j.output_keys and ctx.store.exists(j.output_keys[0]) for j in (finished[0], finished[3]))
 

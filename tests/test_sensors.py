@@ -157,7 +157,7 @@ def test_training_completion_retries_a_finishing_run_that_failed_under_a_new_key
                 if r.run_key.startswith(f"complete:{row.id}:")]
 
     keys = []
-    for attempt in range(MAX_COMPLETION_RUNS):
+    for _ in range(MAX_COMPLETION_RUNS):
         [request] = mine()
         assert [r.run_key for r in mine()] == [request.run_key], "deterministic between failures"
         assert request.tags[COMPLETES_TAG] == base

@@ -281,7 +281,7 @@ def test_two_workers_never_claim_the_same_job(repos) -> None:
     characters, _, jobs = repos
     character = characters.create("Contested")
     for job_id in jobs.enqueue(character.id, "flux", "x", count=5):
-        winners = [r for r in _in_threads(2, lambda i: jobs.claim(job_id, f"worker-{i}")) if r is not None]
+        winners = [r for r in _in_threads(2, lambda i, job_id=job_id: jobs.claim(job_id, f"worker-{i}")) if r is not None]
         assert len(winners) == 1
         assert jobs.get(job_id).claimed_by == winners[0].claimed_by
 

@@ -33,7 +33,7 @@ def _build_reference(results: list[BatchResult], files: list[Path], folder: Path
     from lora_pipelines.faces.consistency import CharacterReference
 
     used, skipped = [], []
-    for path, result in zip(files, results):
+    for path, result in zip(files, results, strict=True):
         if not result.ok:
             skipped.append({"file": path.name, "reason": result.error_reason, "detail": result.error})
         elif len(result.faces) != 1:
@@ -70,7 +70,7 @@ def face_match(reference_dir: Path, candidates_dir: Path, as_json: bool, workers
         candidate_results = pool.analyze_many(candidate_files)
 
     rows = []
-    for path, result in zip(candidate_files, candidate_results):
+    for path, result in zip(candidate_files, candidate_results, strict=True):
         score = score_faces(result.faces, reference) if result.ok else corrupt_score(reference, result.error or "")
         rows.append({"file": path.name, **score.as_dict()})
     matched = sum(row["match"] for row in rows)

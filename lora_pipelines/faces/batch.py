@@ -103,7 +103,7 @@ class FacePool:
         futures = [self._executor.submit(_analyze_chunk, chunk, detect_max_side, upsample) for chunk in chunks]
         results: list[BatchResult] = []
         broken = False
-        for chunk, future in zip(chunks, futures):
+        for chunk, future in zip(chunks, futures, strict=True):
             try:
                 results.extend(future.result())
             except Exception as exc:  # noqa: BLE001 - a crashed worker fails its chunk, not the batch

@@ -96,7 +96,7 @@ class FaceAnalyzer:
         work_scale = img.width / work.width
         work_arr = small_arr if work is small else np.asarray(work)
         faces = []
-        for rect, score in zip(rects, scores):
+        for rect, score in zip(rects, scores, strict=True):
             f = small_scale / work_scale
             work_rect = dlib.rectangle(
                 round(rect.left() * f), round(rect.top() * f), round(rect.right() * f), round(rect.bottom() * f)

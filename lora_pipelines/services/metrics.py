@@ -165,4 +165,4 @@ def headline(db: Database, *, since=None, hours=None) -> dict[str, float | None]
         c = [int(v) for v in session.execute(query).one()]
     rates = [Rate(c[i + 1], c[i]) for i in range(0, 10, 2)]
     return dict(zip(("lora_usage_rate", "face_match_rate_with_lora", "face_match_rate_without_lora",
-                     "generation_success_rate", "fallback_success_rate"), (r.value for r in rates)))
+                     "generation_success_rate", "fallback_success_rate"), (r.value for r in rates), strict=True))

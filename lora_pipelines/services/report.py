@@ -362,7 +362,7 @@ def _training_table(status: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFra
 
 def _summary(headline: dict[str, float | None], totals: dict[str, int], checks: pd.DataFrame) -> pd.DataFrame:
     by_rate = {target.rate: target for target in CHECK_TARGETS}
-    passed = dict(zip(checks["check"], checks["passed"]))
+    passed = dict(zip(checks["check"], checks["passed"], strict=True))
     rows = []
     for name, (num, den) in RATES.items():
         target = by_rate.get(name)
@@ -498,7 +498,7 @@ def plot_face_match_by_character(by_character: pd.DataFrame, limit: int | None =
                                       (width / 2, "face_match_rate_without_lora", "without LoRA")):
             ax.bar([i + offset for i in x], scored[column].fillna(0) * 100, width, label=label)
         ax.axhline(95, color="red", linewidth=1, linestyle="--", label="target 95%")
-        names = [f"{n[:14]} ({c})" for c, n in zip(scored["character_id"], scored["character"])]
+        names = [f"{n[:14]} ({c})" for c, n in zip(scored["character_id"], scored["character"], strict=True)]
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 105)
         ax.set_ylabel("face match %")
