@@ -67,7 +67,8 @@ def main() -> None:
 
     pipe_faces, pipe_s = run_pipeline(paths, args.workers)
     pipe_auc, pipe_missed = auc_of(pipe_faces, identities)
-    print(f"pipeline  (800 px, {args.workers} workers): {len(paths) / pipe_s:6.2f} images/s  ({pipe_s:.1f} s incl. pool start)  "
+    print(f"pipeline  (800 px, {args.workers} workers): {len(paths) / pipe_s:6.2f} images/s  "
+          f"({pipe_s:.1f} s incl. pool start)  "
           f"AUC {pipe_auc:.4f}  photos without a face: {pipe_missed}")
 
     base_faces, base_s = run_baseline(paths)

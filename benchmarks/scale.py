@@ -465,7 +465,8 @@ def print_table(results: list[SizeResult]) -> None:
                       _ratio(off_b, on_b)])  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
-        print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        cells = enumerate(zip(row, widths, strict=True))
+        print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in cells))
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print()

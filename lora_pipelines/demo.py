@@ -45,7 +45,8 @@ def _run_requests(instance, defs, sensor_name: str, say) -> list:
     sensor = defs.resolve_sensor_def(sensor_name)
     state_key = f"lora_pipelines.demo.cursor.{sensor_name}"
     cursor = instance.run_storage.get_cursor_values({state_key}).get(state_key)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                 resources=defs.resources) as context:
         result = sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

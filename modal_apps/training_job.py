@@ -69,7 +69,8 @@ def run_training(
     job_dir = work_dir / trainer_config.job_name(spec)
     if job_dir.exists():
         shutil.rmtree(job_dir)
-    dataset = prepare_dataset(spec.dataset_url, spec.dataset_sha256, job_dir / "dataset", trigger_word=spec.trigger_word)
+    dataset = prepare_dataset(spec.dataset_url, spec.dataset_sha256, job_dir / "dataset",
+                              trigger_word=spec.trigger_word)
     log.info("dataset ready: %d images (%d captions set to the trigger word)", dataset.images, dataset.captions_written)
     on_progress("running", _DATASET_DONE)
 

@@ -31,7 +31,8 @@ def demo(home: Path | None) -> None:
     click.echo(f"generation success rate:      {_pct(m['generation_success_rate'])}")
     click.echo(f"fallback success rate:        {_pct(m['fallback_success_rate'])}")
     click.echo(f"took {result['seconds']}s. See it in the UI (from the repository folder): {ui_command(home)}")
-    kept = [name for name in ("LORA_PIPELINES_DATABASE_URL", "LORA_PIPELINES_STORE_URL", "LORA_PIPELINES_S3_ENDPOINT_URL")
+    kept = [name for name in
+            ("LORA_PIPELINES_DATABASE_URL", "LORA_PIPELINES_STORE_URL", "LORA_PIPELINES_S3_ENDPOINT_URL")
             if os.environ.get(name)]
     if kept:
         click.echo(f"keep {', '.join(kept)} set for it too, or its sensors read another app database and store.")

@@ -88,7 +88,9 @@ class FacePool:
     def analyze_many(
         self, sources: Sequence[Source], *, detect_max_side: int | None = 800, upsample: int = 1, chunk_size: int = 4
     ) -> list[BatchResult]:
-        """Faces in every photo (paths or bytes), in input order; a bad photo yields an error result, not an exception."""
+        """Faces in every photo (paths or bytes), in input order.
+
+        A bad photo yields an error result, not an exception."""
         items = list(enumerate(sources))
         if self.workers == 1 or (self._executor is None and len(items) <= 1):
             self._analyzer = self._analyzer or default_analyzer()
@@ -110,7 +112,8 @@ class FacePool:
                 broken = True
                 message = f"face analysis worker failed ({exc.__class__.__name__}: {exc})"
                 results.extend(
-                    BatchResult(i, _name_of(src, i), error=f"{_name_of(src, i)}: {message}", error_reason="worker_failed")
+                    BatchResult(i, _name_of(src, i), error=f"{_name_of(src, i)}: {message}",
+                                error_reason="worker_failed")
                     for i, src in chunk
                 )
         if broken:

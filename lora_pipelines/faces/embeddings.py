@@ -45,7 +45,9 @@ def face_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class FaceAnalyzer:
-    """Loads dlib's models once, on first use (under a lock); the loaded models are read-only, so threads may share it."""
+    """Loads dlib's models once, on first use (under a lock).
+
+    The loaded models are read-only, so threads may share it."""
 
     def __init__(self, *, num_jitters: int = 0) -> None:
         self.num_jitters = num_jitters

@@ -47,7 +47,8 @@ def _wait_healthy(base_url: str, timeout_s: float, process: subprocess.Popen | N
         if is_healthy(base_url, timeout_s=1.0):
             return
         if process is not None and process.poll() is not None:
-            raise SimGpuStartError(f"simulated GPU service exited with code {process.returncode} before answering /health")
+            raise SimGpuStartError(
+                f"simulated GPU service exited with code {process.returncode} before answering /health")
         time.sleep(0.1)
     raise SimGpuStartError(f"simulated GPU service at {base_url} did not answer /health within {timeout_s:.0f}s")
 
@@ -102,7 +103,8 @@ class SimGpuServer:
                  modal_key: str | None = None, modal_secret: str | None = None, training_seconds: float = 1.0,
                  faults: FaultConfig | None = None) -> None:
         self.config = SimConfig(home=Path(home), allowed_roots=list(allowed_roots), modal_key=modal_key,
-                                modal_secret=modal_secret, training_seconds=training_seconds, faults=faults or FaultConfig())
+                                modal_secret=modal_secret, training_seconds=training_seconds,
+                                faults=faults or FaultConfig())
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = None

@@ -93,7 +93,8 @@ class _FaultMiddleware:
             if message["type"] == "http.response.body" and state.get("sim_truncate"):
                 body = message.get("body", b"")
                 try:  # the server notices the short body and drops the connection, as a broken proxy would
-                    await send({"type": "http.response.body", "body": body[: max(1, len(body) // 2)], "more_body": False})
+                    await send({"type": "http.response.body", "body": body[: max(1, len(body) // 2)],
+                                "more_body": False})
                 except Exception:  # noqa: BLE001
                     pass
                 raise ConnectionAbortedError("simulated truncated response")
@@ -169,7 +170,8 @@ def create_app(config: SimConfig) -> FastAPI:
             return _error(404, "function call not found", call_id)
         return call.poll()
 
-    @app.post("/function-calls/{call_id}/cancel", response_model=TrainingPoll, responses={404: {"model": ErrorResponse}})
+    @app.post("/function-calls/{call_id}/cancel", response_model=TrainingPoll,
+              responses={404: {"model": ErrorResponse}})
     def cancel(call_id: str, _plan=Depends(faults("cancel"))) -> Any:
         call = calls.cancel(call_id)
         if call is None:
@@ -210,11 +212,12 @@ def create_app(config: SimConfig) -> FastAPI:
                                   strength_model=req.lora.strength_model, strength_clip=req.lora.strength_clip,
                                   detected_base_model=lora.base_model,
                                   ignored_reason=None if identity else
-                                  (f"trigger word {trigger!r} not in prompt" if not triggered else "strength_model <= 0"))
+                                  (f"trigger word {trigger!r} not in prompt" if not triggered
+                                   else "strength_model <= 0"))
         png, _shown = studio.render(seed=seed_for(req.seed, route, req.prompt), width=req.width, height=req.height,
                                     identity=identity, known_character=known,
-                                    info={"mode": "lora" if req.lora else "standard", "route": route, "seed": str(req.seed),
-                                          "lora": req.lora.lora_model_id if req.lora else ""})
+                                    info={"mode": "lora" if req.lora else "standard", "route": route,
+                                          "seed": str(req.seed), "lora": req.lora.lora_model_id if req.lora else ""})
         return GenerateResponse(image_b64=base64.b64encode(png).decode(), mode="lora" if req.lora else "standard",
                                 model=req.model, prompt=req.prompt, seed=req.seed, lora=applied, backend="simulated",
                                 duration_ms=(time.perf_counter() - started) * 1000)
@@ -242,8 +245,9 @@ def create_app(config: SimConfig) -> FastAPI:
             return _error(422, "reference_image_b64 is not a base64 PNG/JPEG image")
         if reference is None:
             return _error(422, "no face found in the reference image")
-        png, _shown = studio.render(seed=seed_for(req.seed, "face-swap", req.prompt), width=req.width, height=req.height,
-                                    reference=reference, info={"mode": "face_swap", "seed": str(req.seed)})
+        png, _shown = studio.render(seed=seed_for(req.seed, "face-swap", req.prompt), width=req.width,
+                                    height=req.height, reference=reference,
+                                    info={"mode": "face_swap", "seed": str(req.seed)})
         return GenerateResponse(image_b64=base64.b64encode(png).decode(), mode="face_swap", model=req.model,
                                 prompt=req.prompt, seed=req.seed, backend="simulated",
                                 duration_ms=(time.perf_counter() - started) * 1000)
@@ -273,8 +277,9 @@ def create_app(config: SimConfig) -> FastAPI:
             return JSONResponse({"error": {"type": "invalid_prompt", "message": "body is not JSON", "details": "",
                                            "extra_info": {}}, "node_errors": {}}, status_code=400)
         if not isinstance(body, dict) or "prompt" not in body:
-            return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided",
-                                           "extra_info": {}}, "node_errors": {}}, status_code=400)
+            return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided",
+                                           "details": "No prompt provided", "extra_info": {}}, "node_errors": {}},
+                                status_code=400)
         return await asyncio.to_thread(comfy.submit, body["prompt"], body.get("client_id"))
 
     @app.get("/history/{prompt_id}")
@@ -382,7 +387,8 @@ class _ComfyQueue:
         prompt_id = str(uuid.uuid4())
         outputs = list(validation.good_outputs)
         self.history[prompt_id] = {"prompt": [number, prompt_id, prompt, {"client_id": client_id}, outputs],
-                                   "outputs": {}, "status": {"status_str": "running", "completed": False, "messages": []},
+                                   "outputs": {},
+                                   "status": {"status_str": "running", "completed": False, "messages": []},
                                    "meta": {}}
         self._queue.put((number, prompt_id, prompt, outputs))
         return JSONResponse({"prompt_id": prompt_id, "number": number, "node_errors": validation.node_errors})
@@ -442,7 +448,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lora_pipelines.gpu.sim_server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8189)
-    parser.add_argument("--home", type=Path, default=Path(os.environ.get("LORA_PIPELINES_HOME", ".lora_pipelines")) / "sim_gpu")
+    parser.add_argument("--home", type=Path,
+                        default=Path(os.environ.get("LORA_PIPELINES_HOME", ".lora_pipelines")) / "sim_gpu")
     parser.add_argument("--allow-root", action="append", default=[], type=Path, help="folder file:// URLs may read")
     parser.add_argument("--faults", default=os.environ.get(FAULTS_ENV), help="fault JSON, or a file holding it")
     parser.add_argument("--training-seconds", type=float, default=1.5)

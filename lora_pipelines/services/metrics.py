@@ -65,7 +65,8 @@ def _rate(db: Database, base: list, success, offender_order=None) -> Rate:
     with db.session(readonly=True) as session:
         denominator = session.scalar(sa.select(sa.func.count()).select_from(J).where(*base)) or 0
         numerator = session.scalar(sa.select(sa.func.count()).select_from(J).where(*base, success)) or 0
-        query = sa.select(J.id).where(*base, sa.not_(success)).order_by(*(offender_order or [J.id.desc()])).limit(OFFENDERS)
+        query = (sa.select(J.id).where(*base, sa.not_(success))
+                 .order_by(*(offender_order or [J.id.desc()])).limit(OFFENDERS))
         offenders = list(session.scalars(query))
     return Rate(numerator, denominator, offenders)
 

@@ -63,7 +63,8 @@ def plan_new_character_training(
     return partitions, requests, next_cursor
 
 
-def plan_training_completion(db: Database, poll, *, after_id: int = 0, limit: int = 50) -> tuple[list[TrainingRequest], int]:
+def plan_training_completion(db: Database, poll, *, after_id: int = 0,
+                             limit: int = 50) -> tuple[list[TrainingRequest], int]:
     """In-flight trainings whose GPU call has ended (or was lost): request the run that finishes them.
 
     Reads only rows in `training`, a page at a time, so the cost follows what is in flight, not the table size.

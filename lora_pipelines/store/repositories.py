@@ -242,7 +242,8 @@ def _check_common(fields_: dict[str, Any], table: str) -> None:
 def _only(fields_: Mapping[str, Any], allowed: frozenset[str], table: str) -> None:
     unknown = sorted(set(fields_) - allowed)
     if unknown:
-        raise ValueError(f"{table} has no updatable field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"{table} has no updatable field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
 
 def _locked(session: Session, model: type[R], row_id: int, table: str) -> R:
@@ -629,7 +630,8 @@ class GenerationJobsRepository:
             session.flush()
             return _record(GenerationJob, row)
 
-    def record_face_score(self, job_id: int, distance: float | None, match: bool | None, face_count: int) -> GenerationJob:
+    def record_face_score(self, job_id: int, distance: float | None, match: bool | None,
+                          face_count: int) -> GenerationJob:
         return self.update_fields(job_id, face_distance=distance, face_match=match, face_count=face_count)
 
     def requeue_stale(self, older_than: timedelta, max_attempts: int = 3, limit: int = 1000) -> list[int]:

@@ -79,7 +79,8 @@ class S3ObjectStore(ObjectStore):
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=self.region_name, config=config
         )
-        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
+        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold,
+                                              multipart_chunksize=multipart_chunksize)
 
     def __repr__(self) -> str:
         endpoint = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
@@ -102,9 +103,11 @@ class S3ObjectStore(ObjectStore):
             code = str(error.get("Code", ""))
             if code in _NOT_FOUND_CODES:
                 raise ObjectNotFoundError(key) from None
-            raise ObjectStoreError(f"{operation} {key!r} in {self.url} failed: {code} {error.get('Message', '')}".rstrip()) from None
+            message = f"{operation} {key!r} in {self.url} failed: {code} {error.get('Message', '')}".rstrip()
+            raise ObjectStoreError(message) from None
         except BotoCoreError as exc:
-            raise ObjectStoreError(f"{operation} {key!r} in {self.url} failed: {exc.__class__.__name__}: {exc}") from None
+            message = f"{operation} {key!r} in {self.url} failed: {exc.__class__.__name__}: {exc}"
+            raise ObjectStoreError(message) from None
 
     def _get(self, key: str) -> dict[str, Any]:
         with self._errors("get", key):
@@ -134,7 +137,8 @@ class S3ObjectStore(ObjectStore):
         if content_type:
             extra["ContentType"] = content_type
         with self._errors("upload", key):
-            self.client.upload_fileobj(stream, self.bucket, self._full_key(key), ExtraArgs=extra, Config=self.transfer_config)
+            self.client.upload_fileobj(stream, self.bucket, self._full_key(key), ExtraArgs=extra,
+                                       Config=self.transfer_config)
         if self.verify_uploads:
             return self._verify_upload(key, sha256)
         return self.stat(key)
