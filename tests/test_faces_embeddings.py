@@ -52,7 +52,8 @@ def test_batch_keeps_order_and_reports_bad_inputs_without_stopping(manifest, ana
 
 
 def test_every_single_person_photo_has_exactly_one_face(manifest, analyzed):
-    counts = {rel: len(r.faces) for (rel, identity), r in zip(manifest, analyzed, strict=True) if not identity.startswith("_")}
+    counts = {rel: len(r.faces) for (rel, identity), r in zip(manifest, analyzed, strict=True)
+              if not identity.startswith("_")}
     assert set(counts.values()) == {1}, {rel: n for rel, n in counts.items() if n != 1}
 
 

@@ -96,7 +96,8 @@ def test_character_add_skips_each_unreadable_photo_by_name_and_stores_the_rest(f
     skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped: ")]
     assert len(skipped) == len(UNDECODABLE)
     for case in UNDECODABLE:
-        assert any(line.startswith(f"skipped: {case.name}: ") and case.expect in line.lower() for line in skipped), case.name
+        assert any(line.startswith(f"skipped: {case.name}: ") and case.expect in line.lower()
+                   for line in skipped), case.name
     # decodable photos are kept (faceless ones too: faces are judged when the dataset is built)
     kept = len(IMAGE_CASES) - len(UNDECODABLE) + 2
     assert f": {kept} photos" in result.stdout
@@ -465,7 +466,8 @@ COMFY_CASES = {
     "object_info_is_a_list": ({("GET", "/object_info"): (200, ["KSampler"])}, "queue", "/object_info"),
     "prompt_id_missing": ({("POST", "/prompt"): (200, {"number": 1})}, "queue", "'prompt_id' is missing"),
     "prompt_id_not_a_string": ({("POST", "/prompt"): (200, {"prompt_id": 7})}, "queue", "'prompt_id' is a json int"),
-    "prompt_id_path_traversal": ({("POST", "/prompt"): (200, {"prompt_id": "../../admin"})}, "queue", "not a usable id"),
+    "prompt_id_path_traversal": ({("POST", "/prompt"): (200, {"prompt_id": "../../admin"})}, "queue",
+                                 "not a usable id"),
     "prompt_body_a_list": ({("POST", "/prompt"): (200, [1, 2])}, "queue", "/prompt"),
     "prompt_body_not_json": ({("POST", "/prompt"): (200, b"<html>ok</html>")}, "queue", "not json"),
     "node_errors_malformed": ({("POST", "/prompt"): (400, {"error": "invalid prompt", "node_errors": {"3": "bad"}})},

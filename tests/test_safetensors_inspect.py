@@ -74,7 +74,8 @@ def test_metadata_is_tried_in_order_and_unknown_when_nothing_matches():
     # modelspec wins over ss_base_model_version, which wins over the keys
     meta = {"modelspec.architecture": "qwen-image/lora", "ss_base_model_version": "zimage"}
     assert inspect_lora_bytes(save(flux_keys, metadata=meta)).base_model == "qwen-image"
-    assert inspect_lora_bytes(save(flux_keys, metadata={"ss_base_model_version": "zimage"})).base_model == "z-image-turbo"
+    zimage = save(flux_keys, metadata={"ss_base_model_version": "zimage"})
+    assert inspect_lora_bytes(zimage).base_model == "z-image-turbo"
     sdxl = {"lora_unet_down_blocks_0_attentions_0.lora_down.weight": np.zeros((4, 8), np.float16)}
     result = inspect_lora_bytes(save(sdxl, metadata={"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}))
     assert (result.base_model, result.detected_from) == ("unknown", None)

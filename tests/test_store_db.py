@@ -156,7 +156,8 @@ def test_illegal_lora_moves_raise_and_change_nothing(repos, path: list[str], ill
         loras.transition(lora.id, status)
     before = loras.get(lora.id)
 
-    with pytest.raises(IllegalStatusTransition, match=f"lora_models {lora.id}: {before.status} -> {illegal} is not allowed"):
+    with pytest.raises(IllegalStatusTransition,
+                       match=f"lora_models {lora.id}: {before.status} -> {illegal} is not allowed"):
         loras.transition(lora.id, illegal, error="should not be written")
 
     assert loras.get(lora.id) == before
@@ -281,7 +282,8 @@ def test_two_workers_never_claim_the_same_job(repos) -> None:
     characters, _, jobs = repos
     character = characters.create("Contested")
     for job_id in jobs.enqueue(character.id, "flux", "x", count=5):
-        winners = [r for r in _in_threads(2, lambda i, job_id=job_id: jobs.claim(job_id, f"worker-{i}")) if r is not None]
+        claims = _in_threads(2, lambda i, job_id=job_id: jobs.claim(job_id, f"worker-{i}"))
+        winners = [r for r in claims if r is not None]
         assert len(winners) == 1
         assert jobs.get(job_id).claimed_by == winners[0].claimed_by
 

@@ -171,7 +171,8 @@ def test_s3_plain_read_checks_the_recorded_sha256(s3_bucket) -> None:
     store = S3ObjectStore(bucket, endpoint_url=endpoint)
     info = store.put_bytes("a/weights.bin", b"good bytes")
     # same metadata, different bytes: what silent corruption looks like
-    _raw_client(endpoint).put_object(Bucket=bucket, Key="a/weights.bin", Body=b"bad bytes!", Metadata={"sha256": info.sha256})
+    _raw_client(endpoint).put_object(Bucket=bucket, Key="a/weights.bin", Body=b"bad bytes!",
+                                     Metadata={"sha256": info.sha256})
 
     with pytest.raises(ChecksumMismatchError):
         store.get_bytes("a/weights.bin")
@@ -230,7 +231,8 @@ def test_s3_requests_carry_no_checksum_headers_r2_refuses(s3_bucket, tmp_path: P
     store = S3ObjectStore(bucket, endpoint_url=endpoint, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
     sent: list[tuple[str, dict[str, str]]] = []
     store.client.meta.events.register(
-        "before-send.s3.*", lambda request, **_: sent.append((request.url, {k.lower(): str(v) for k, v in request.headers.items()}))
+        "before-send.s3.*",
+        lambda request, **_: sent.append((request.url, {k.lower(): str(v) for k, v in request.headers.items()})),
     )
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(6 * MIB))
