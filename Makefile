@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install ui clean
+.PHONY: demo test lint check-defs install ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# loads lora_pipelines.definitions the way `dagster dev` does ([tool.dg] in pyproject.toml)
+check-defs: $(STAMP)
+	$(BIN)/dg check defs
 
 ui: $(STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.lora_pipelines/dagster_home} $(BIN)/dagster dev -w workspace.yaml
