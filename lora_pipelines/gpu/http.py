@@ -81,7 +81,7 @@ class RetryingHttp:
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, GpuTransientError)),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(deadline),
-            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s,
+            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s,
                                          jitter=self.backoff_initial_s),
             before_sleep=_honour_retry_after,
             reraise=True,
@@ -93,7 +93,7 @@ class RetryingHttp:
         endpoint, call_id = kwargs.get("endpoint") or path, kwargs.get("call_id")
         retrying = Retrying(retry=retry_if_exception(lambda e: isinstance(e, _Truncated)),
                             stop=stop_after_attempt(self.attempts),
-                            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s),
+                            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
                             reraise=True)
         try:
             return retrying(lambda: _parse_json(self.request(method, path, **kwargs)))

@@ -231,7 +231,7 @@ class ModalTrainingBackend:
     def _call(self, endpoint: str, call_id: str | None, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
         """Run one SDK call with a timeout; retry Modal's transient errors (connection, internal, exhausted)."""
         return Retrying(retry=retry_if_exception_type(GpuTransientError), stop=stop_after_attempt(self.attempts),
-                        wait=wait_exponential_jitter(initial=0.5, max=8.0), reraise=True)(
+                        wait=wait_exponential_jitter(multiplier=0.5, max=8.0), reraise=True)(
             lambda: self._bounded(endpoint, call_id, fn, timeout_s=timeout_s))
 
     def _bounded(self, endpoint: str, call_id: str | None, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
