@@ -147,6 +147,7 @@ def _spawn_runner(world, *args: str) -> subprocess.Popen:
 def _kill(process: subprocess.Popen) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+    process.stderr.close()
 
 
 @pytest.mark.slow

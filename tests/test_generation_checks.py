@@ -6,6 +6,7 @@ naming the seeded bad jobs as its worst offenders.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -120,9 +121,10 @@ def run_checks(url: str, instance: dg.DagsterInstance | None = None) -> dict[str
         asset_checks=GENERATION_CHECKS,
         resources={"database": AppDatabaseResource(url=url)},
     )
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance or dg.DagsterInstance.ephemeral()
-    )
+    if instance is None:
+        with dg.DagsterInstance.ephemeral() as temporary:
+            return run_checks(url, temporary)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
     assert result.success
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
@@ -190,9 +192,16 @@ def test_usage_rate_exactly_at_target_passes(db) -> None:
     assert evaluation.passed
 
 
-def test_report_shows_the_checks_dagster_ran(db, tmp_path) -> None:
+@pytest.fixture()
+def new_instance():
+    """Makes ephemeral Dagster instances, disposed (their temporary folders removed) after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(dg.DagsterInstance.ephemeral())
+
+
+def test_report_shows_the_checks_dagster_ran(db, tmp_path, new_instance) -> None:
     break_success(baseline(db))
-    instance = dg.DagsterInstance.ephemeral()
+    instance = new_instance()
     results = run_checks(db.url, instance)
     ctx = PipelineContext(settings=Settings(home=tmp_path), db=db, store=open_store(str(tmp_path / "objects")))
 
@@ -207,6 +216,6 @@ def test_report_shows_the_checks_dagster_ran(db, tmp_path) -> None:
     assert not checks.loc["generation_success_rate", "passed"]
 
     # an instance that never ran them: computed from the report's own rates instead
-    computed = build_report(ctx, day=date.today(), instance=dg.DagsterInstance.ephemeral())
+    computed = build_report(ctx, day=date.today(), instance=new_instance())
     assert computed.checks_source == "computed"
     assert computed.tables["checks"].set_index("check").loc["generation_success_rate", "passed"] == False  # noqa: E712

@@ -225,7 +225,8 @@ def test_dataset_unpacks_flat_with_captions(faces_dir, tmp_path):
     assert prepared.images == len(images) == 3 and prepared.captions_written == 1
     captions = [p.with_suffix(".txt").read_text() for p in images]
     assert captions[0] == "ohwx_anna, photo 0 of a person" and captions[2] == "ohwx_anna"
-    assert Image.open(images[0]).size[0] > 32
+    with Image.open(images[0]) as first:
+        assert first.size[0] > 32
     assert not (prepared.folder / "manifest.json").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -47,9 +48,11 @@ class RetryingHttp:
         self._credential_headers = list(headers or {})
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=dict(headers or {}), transport=transport,
                                     follow_redirects=False)
+        # a client dropped without close() (a cached context replaced, say) still closes its connections
+        self._close = weakref.finalize(self, self._client.close)
 
     def close(self) -> None:
-        self._client.close()
+        self._close()
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"

@@ -21,6 +21,9 @@ from lora_pipelines.gpu.sim_server import SimConfig, create_app
 STATE_FILE = "sim_gpu.json"
 START_TIMEOUT_S = 60.0
 IDLE_EXIT_S = 1800.0
+# Services started here outlive this process by design; holding their handles keeps Popen from warning, when one
+# is garbage-collected, that its process is still running.
+_STARTED: list[subprocess.Popen] = []
 
 
 class SimGpuStartError(RuntimeError):
@@ -88,9 +91,10 @@ def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), ti
                "--idle-exit-seconds", str(idle_exit_s)]
         for r in roots:
             cmd += ["--allow-root", r]
-        log = (root / "sim_gpu.log").open("ab")
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=os.environ.copy())
+        with (root / "sim_gpu.log").open("ab") as log:  # the child keeps its own copy of the handle
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, env=os.environ.copy())
+        _STARTED.append(process)
         _wait_healthy(url, timeout_s, process)
         state.write_text(json.dumps({"url": url, "pid": process.pid, "home": str(root)}))
         return url

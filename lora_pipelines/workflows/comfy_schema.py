@@ -50,7 +50,8 @@ def load_object_info_files(*paths: Any) -> dict[str, Any]:
     """Merge `/object_info` dumps read from disk (plain or .gz JSON), later files overriding earlier ones."""
     merged: dict[str, Any] = {}
     for path in paths:
-        raw = open(path, "rb").read()
+        with open(path, "rb") as fh:
+            raw = fh.read()
         if str(path).endswith(".gz"):
             raw = gzip.decompress(raw)
         merged.update(json.loads(raw))
