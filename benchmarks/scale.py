@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -222,7 +222,7 @@ def add_new_changes(db: Database) -> Scenario:
     ]  # fmt: skip
     GenerationJobsRepository(db).enqueue(new_ids[0], "flux", "a portrait in a cafe", count=NEW_PENDING_JOBS)
     rng = random.Random(n)
-    return Scenario(CharacterCursor(updated_at.astimezone(timezone.utc), last_id), last_job,
+    return Scenario(CharacterCursor(updated_at.astimezone(UTC), last_id), last_job,
                     [rng.randint(1, n) for _ in range(SELECTIONS)])
 
 
@@ -268,7 +268,7 @@ def _pending_generations_tick(db: Database, after_id: int) -> tuple[list, int]:
 def _report_sql(db: Database, hours: float) -> tuple[int, int]:
     """build_report's database work (queries.read_report_data), without plots and uploads; returns the rows of its
     two job-count queries (per character, per model x backend x day)."""
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    since = datetime.now(UTC) - timedelta(hours=hours)
     with db.engine.connect() as conn:
         data = queries.read_report_data(conn, since)
     return len(data.by_character), len(data.by_slice)
@@ -304,10 +304,10 @@ def _report_end_to_end(db: Database, hours: float) -> None:
     from lora_pipelines.settings import Settings
     from lora_pipelines.store.objects import open_store
 
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    since = datetime.now(UTC) - timedelta(hours=hours)
     with tempfile.TemporaryDirectory() as home:
         ctx = PipelineContext(settings=Settings(home=home), db=db, store=open_store(os.path.join(home, "objects")))
-        report.build_report(ctx, day=datetime.now(timezone.utc).date(), since=since)
+        report.build_report(ctx, day=datetime.now(UTC).date(), since=since)
 
 
 def operations(new_indexes: bool) -> list[Operation]:
@@ -468,7 +468,8 @@ def print_table(results: list[SizeResult]) -> None:
                       _ratio(off_b, on_b)])  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
-        print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+        cells = enumerate(zip(row, widths, strict=True))
+        print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in cells))
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print()

@@ -19,11 +19,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LORA_PIPELINES_", extra="ignore")
 
     home: Path = Field(default=Path("./.lora_pipelines"), description="Root of every embedded default.")
-    database_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL (it may hold a password); SQLite under home when unset.")
-    store_url: str | None = Field(default=None, description="Folder or s3://bucket/prefix; a folder under home when unset.")
-    s3_endpoint_url: str | None = Field(default=None, description="S3-protocol endpoint, e.g. https://<account>.r2.cloudflarestorage.com.")
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL (it may hold a password); SQLite under home when unset.")
+    store_url: str | None = Field(
+        default=None, description="Folder or s3://bucket/prefix; a folder under home when unset.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-protocol endpoint, e.g. https://<account>.r2.cloudflarestorage.com.")
     gpu_backend: GpuBackendName = "simulated"
-    sim_gpu_url: str | None = Field(default=None, description="URL of a running simulated GPU service; started on demand when unset.")
+    sim_gpu_url: str | None = Field(
+        default=None, description="URL of a running simulated GPU service; started on demand when unset.")
     modal_training_app: str = "lora-training"
     modal_training_function: str = "train_lora"
     modal_endpoint_url: str | None = Field(default=None, description="Base URL of the Modal generation web endpoints.")
@@ -36,12 +40,14 @@ class Settings(BaseSettings):
     gpu_timeout_seconds: float = 120.0
     training_steps: int = Field(default=1000, ge=1)
     training_rank: int = Field(default=16, ge=1)
-    training_wait_seconds: float = Field(default=1800.0, description="How long a training run polls before leaving it to the sensor.")
+    training_wait_seconds: float = Field(
+        default=1800.0, description="How long a training run polls before leaving it to the sensor.")
     generation_stale_seconds: float = Field(
         default=1800.0, gt=0, description="A running generation job older than this is requeued by the reaper."
     )
     generation_max_attempts: int = Field(default=3, ge=1)
-    train_base_models: str = Field(default="z-image-turbo,flux,qwen-image", description="Base models every LoRA-enabled character is trained for.")
+    train_base_models: str = Field(
+        default="z-image-turbo,flux,qwen-image", description="Base models every LoRA-enabled character is trained for.")
 
     @cached_property
     def resolved_home(self) -> Path:

@@ -6,9 +6,10 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from lora_pipelines.domain.lora_format import trainer_metadata
 from lora_pipelines.domain.safetensors_inspect import read_safetensors_header
@@ -42,7 +43,8 @@ def write_metadata(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
     return merged
 
 
-def lora_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int, existing: Mapping[str, str]) -> dict[str, str]:
+def lora_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int,
+                  existing: Mapping[str, str]) -> dict[str, str]:
     """What to write: our authoritative keys always; the rest of trainer_metadata only where the trainer left a gap."""
     ours = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer="ai-toolkit")
     return {k: v for k, v in ours.items() if k in AUTHORITATIVE_KEYS or k not in existing}
@@ -92,12 +94,14 @@ class R2Uploader:
         missing = [name for name in ("R2_ENDPOINT_URL", "R2_BUCKET") if not env.get(name)]
         if missing:
             raise KeyError(f"missing environment variable(s) {', '.join(missing)} (the R2 Modal secret)")
-        return cls(endpoint_url=env["R2_ENDPOINT_URL"], bucket=env["R2_BUCKET"], region_name=env.get("R2_REGION", "auto"))
+        return cls(endpoint_url=env["R2_ENDPOINT_URL"], bucket=env["R2_BUCKET"],
+                   region_name=env.get("R2_REGION", "auto"))
 
     def upload(self, path: Path, key: str, *, sha256: str) -> None:
         with path.open("rb") as body:
             self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType="application/octet-stream", Metadata={"sha256": sha256}
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/octet-stream",
+                Metadata={"sha256": sha256},
             )
 
 
@@ -120,7 +124,8 @@ def publish(lora: FinalizedLora, *, output_key: str, volume_root: Path, uploader
     try:
         uploader.upload(volume_path, output_key, sha256=lora.sha256)
     except Exception as exc:  # noqa: BLE001 - any upload failure leaves the volume copy as the artifact
-        return Published(volume_path, None, f"upload to the object store failed ({_describe(exc)}); the file is on the volume")
+        return Published(volume_path, None,
+                         f"upload to the object store failed ({_describe(exc)}); the file is on the volume")
     return Published(volume_path, output_key, None)
 
 

@@ -52,7 +52,8 @@ class GenerationService:
             raise HTTPException(422, f"/{label} applies a LoRA and the request has none; use /standard")
         lora = body.lora
         if lora.base_model != family:
-            raise HTTPException(422, f"LoRA {lora.lora_model_id} is declared for {lora.base_model}; /{label} serves {family}")
+            raise HTTPException(
+                422, f"LoRA {lora.lora_model_id} is declared for {lora.base_model}; /{label} serves {family}")
         try:
             cached = self.cache.get(lora.lora_model_id, url=lora.url, sha256=lora.sha256)
         except LoraCacheError as exc:

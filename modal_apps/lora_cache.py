@@ -6,12 +6,12 @@ import os
 import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
-from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.domain.keys import validate_id
+from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from modal_apps.transfer import DownloadError, TooLarge, stream_to_file
 
 MAX_LORA_BYTES = 4 * 1024**3

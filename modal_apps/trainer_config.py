@@ -51,7 +51,8 @@ MODEL_PROFILES: dict[str, dict[str, Any]] = {
         "dataset": {"resolution": [512, 768, 1024]},
     },
     "one-2.1": {
-        "model": {"name_or_path": "Wan-AI/Wan2.1-T2V-14B-Diffusers", "arch": "wan21", "quantize": True, "quantize_te": True},
+        "model": {"name_or_path": "Wan-AI/Wan2.1-T2V-14B-Diffusers", "arch": "wan21", "quantize": True,
+                  "quantize_te": True},
         "train": {"timestep_type": "sigmoid"},
         "dataset": {"num_frames": 1, "resolution": [512, 768, 1024]},
     },
@@ -81,7 +82,8 @@ def build_trainer_config(spec: TrainingSpec, *, dataset_dir: Path, output_dir: P
     """The ai-toolkit job for `spec`: one `sd_trainer` process, sampling off, one save at the last step."""
     profile = MODEL_PROFILES.get(spec.base_model)
     if profile is None:
-        raise ValueError(f"no ai-toolkit profile for base model {spec.base_model!r}; known: {', '.join(MODEL_PROFILES)}")
+        raise ValueError(
+            f"no ai-toolkit profile for base model {spec.base_model!r}; known: {', '.join(MODEL_PROFILES)}")
     dataset = {
         "folder_path": str(dataset_dir),
         "caption_ext": "txt",

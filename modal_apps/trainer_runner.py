@@ -6,8 +6,9 @@ import collections
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from modal_apps.trainer_config import config_yaml, find_trained_lora, parse_progress
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from lora_pipelines.gpu.schemas import TrainingResult, TrainingSpec
 from modal_apps import artifacts, trainer_config
@@ -68,7 +69,8 @@ def run_training(
     job_dir = work_dir / trainer_config.job_name(spec)
     if job_dir.exists():
         shutil.rmtree(job_dir)
-    dataset = prepare_dataset(spec.dataset_url, spec.dataset_sha256, job_dir / "dataset", trigger_word=spec.trigger_word)
+    dataset = prepare_dataset(spec.dataset_url, spec.dataset_sha256, job_dir / "dataset",
+                              trigger_word=spec.trigger_word)
     log.info("dataset ready: %d images (%d captions set to the trigger word)", dataset.images, dataset.captions_written)
     on_progress("running", _DATASET_DONE)
 

@@ -57,7 +57,8 @@ def _texts_upstream(prompt: Mapping[str, Any], start: str | None) -> list[str]:
         node = prompt[node_id]
         inputs = node.get("inputs", {})
         if node.get("class_type", "").startswith("CLIPTextEncode"):
-            texts.extend(str(v) for k, v in inputs.items() if k in ("text", "t5xxl", "clip_l", "prompt") and isinstance(v, str))
+            texts.extend(str(v) for k, v in inputs.items()
+                         if k in ("text", "t5xxl", "clip_l", "prompt") and isinstance(v, str))
             continue
         for name, value in inputs.items():
             if name in ("conditioning", "positive", "conditioning_1", "conditioning_2", "guider") and _link(value):
@@ -76,7 +77,8 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
     sampler = prompt[samplers[0]]
     chain = _model_path(prompt, samplers[0])
     source = next((nid for nid in chain if prompt[nid]["class_type"] in MODEL_SOURCES), None)
-    unet_name = prompt[source]["inputs"].get("unet_name") or prompt[source]["inputs"].get("ckpt_name") if source else None
+    source_inputs = prompt[source]["inputs"] if source else {}
+    unet_name = source_inputs.get("unet_name") or source_inputs.get("ckpt_name") if source else None
     base_model = UNET_BASE_MODEL.get(str(unet_name))
 
     positive = " ".join(_texts_upstream(prompt, _link(sampler["inputs"].get("positive"))

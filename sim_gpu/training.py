@@ -113,7 +113,8 @@ class TrainingCalls:
             raise _Failed(f"dataset download failed: {exc}") from None
         self._count("dataset_downloads")
         if sha256_hex(data) != spec.dataset_sha256:
-            raise _Failed(f"dataset checksum mismatch: expected {spec.dataset_sha256[:12]}…, got {sha256_hex(data)[:12]}…")
+            raise _Failed(
+                f"dataset checksum mismatch: expected {spec.dataset_sha256[:12]}…, got {sha256_hex(data)[:12]}…")
         faces = _dataset_faces(data)
         call.progress = 10.0
         ticks = 10
@@ -132,8 +133,9 @@ class TrainingCalls:
         tmp.write_bytes(payload)
         tmp.replace(path)
         self._remember_character(spec.character_id, faces)
-        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word, sha256=sha256_hex(payload),
-                                     size_bytes=len(payload), download_url=f"{base_url.rstrip('/')}/files/{path.name}",
+        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word,
+                                     sha256=sha256_hex(payload), size_bytes=len(payload),
+                                     download_url=f"{base_url.rstrip('/')}/files/{path.name}",
                                      volume_path=str(path), backend="simulated")
         call.state, call.progress = "succeeded", 100.0
 
@@ -155,7 +157,8 @@ class TrainingCalls:
         for path in self.calls_dir.glob("fc-*.json"):
             try:
                 record = json.loads(path.read_text())
-                call = TrainingCall(call_id=record["call_id"], spec=TrainingSpec(**record["spec"]), state=record["state"],
+                call = TrainingCall(call_id=record["call_id"], spec=TrainingSpec(**record["spec"]),
+                                    state=record["state"],
                                     progress=100.0 if record["state"] == "succeeded" else 0.0,
                                     result=TrainingResult(**record["result"]) if record["result"] else None,
                                     error=record["error"])

@@ -111,7 +111,8 @@ class World:
         self.home.mkdir(parents=True, exist_ok=True)
         store_root = self.home / "objects"
         store_root.mkdir(parents=True, exist_ok=True)
-        self.sim = SimGpuServer(self.home / "sim_gpu", allowed_roots=[store_root], training_seconds=self.training_seconds,
+        self.sim = SimGpuServer(self.home / "sim_gpu", allowed_roots=[store_root],
+                                training_seconds=self.training_seconds,
                                 faults=FaultConfig.model_validate(self.faults or {}))
         self._stack.callback(self.sim.stop)
         self.sim.start()
@@ -169,7 +170,8 @@ class World:
 
     # ---- acting ----
     def run_job(self, job_name: str, *, partition_key: Any = None, run_config: dict | None = None,
-                tags: dict | None = None, asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+                tags: dict | None = None,
+                asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(
             instance=self.instance, partition_key=partition_key, run_config={**QUIET, **(run_config or {})},

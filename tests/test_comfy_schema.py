@@ -17,10 +17,12 @@ PROBE_FILES = {"loras": ["test_lora.safetensors"], "diffusion_models": ["z_image
 def probe_graph(lora_name: str = "test_lora.safetensors") -> dict:
     """The Z-Image + LoRA graph the probes were sent (node ids as in probe_responses.json)."""
     return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"}},
+        "1": {"class_type": "UNETLoader",
+              "inputs": {"unet_name": "z_image_turbo_bf16.safetensors", "weight_dtype": "default"}},
         "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2"}},
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
-        "4": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": 1.0}},
+        "4": {"class_type": "LoraLoaderModelOnly",
+              "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": 1.0}},
         "5": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["4", 0], "shift": 3.0}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a portrait", "clip": ["2", 0]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
@@ -89,7 +91,8 @@ def test_steps_zero_is_smaller_than_min():
     graph = probe_graph()
     graph["9"]["inputs"]["steps"] = 0
     err = validate_prompt(graph).node_errors["9"]["errors"][0]
-    assert (err["type"], err["message"], err["details"]) == ("value_smaller_than_min", "Value 0 smaller than min of 1", "steps")
+    assert (err["type"], err["message"], err["details"]) == (
+        "value_smaller_than_min", "Value 0 smaller than min of 1", "steps")
 
 
 def test_too_large_and_unconvertible_values():
@@ -115,7 +118,8 @@ def test_unknown_class_and_no_outputs():
     graph = probe_graph()
     graph["12"] = {"class_type": "FancyFaceNode", "inputs": {}}
     result = validate_prompt(graph)
-    assert result.error == {"type": "invalid_prompt", "message": "Cannot execute because node FancyFaceNode does not exist.",
+    assert result.error == {"type": "invalid_prompt",
+                            "message": "Cannot execute because node FancyFaceNode does not exist.",
                             "details": "Node ID '#12'", "extra_info": {}}
     graph = probe_graph()
     del graph["11"]

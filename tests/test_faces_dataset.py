@@ -93,7 +93,8 @@ def test_zip_holds_images_captions_and_manifest(angelina_dataset):
     assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest == ds.manifest
-    assert hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest() == ds.dataset_hash
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    assert hashlib.sha256(canonical.encode()).hexdigest() == ds.dataset_hash
     for entry in manifest["items"]:
         assert hashlib.sha256(archive.read(entry["image"])).hexdigest() == entry["image_sha256"]
         caption = archive.read(entry["caption"]).decode()

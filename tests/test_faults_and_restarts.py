@@ -84,7 +84,8 @@ def test_flaky_gpu_still_gives_one_ready_lora_each_and_every_job_succeeds(tmp_pa
                   for name, folder in (("Katy Perry", "katy_perry"), ("Jennifer Aniston", "jennifer_aniston"))}
         _drive(world, 150)  # trains every character × base model
         jobs = GenerationJobsRepository(world.ctx.db)
-        ids = [i for c in people.values() for m in ("flux", "z-image-turbo") for i in jobs.enqueue(c.id, m, "a portrait", count=3)]
+        ids = [i for c in people.values() for m in ("flux", "z-image-turbo")
+               for i in jobs.enqueue(c.id, m, "a portrait", count=3)]
         _drive(world, 120)
 
         stats = world.stats()
@@ -117,7 +118,8 @@ RUNNER = textwrap.dedent("""
                                run_config=QUIET, tags={{"dagster/run_key": "killed-" + sys.argv[2]}})
     else:
         ids = [int(i) for i in sys.argv[2].split(",")]
-        job.execute_in_process(instance=instance, run_config={{**QUIET, "ops": {{"generation_outputs": {{"config": {{"job_ids": ids}}}}}}}})
+        ops = {{"generation_outputs": {{"config": {{"job_ids": ids}}}}}}
+        job.execute_in_process(instance=instance, run_config={{**QUIET, "ops": ops}})
 """)
 
 
@@ -146,6 +148,7 @@ def _spawn_runner(world, *args: str) -> subprocess.Popen:
 def _kill(process: subprocess.Popen) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+    process.stderr.close()
 
 
 @pytest.mark.slow
@@ -331,7 +334,8 @@ def test_a_dropped_postgres_connection_leaves_no_half_written_job(trained_world,
         db.upgrade()
         ctx = PipelineContext(settings=world.ctx.settings, db=db, store=world.ctx.store, _gpu=world.ctx.gpu)
         ctx.__dict__["analyzer"] = world.ctx.analyzer
-        character, _ = add_character(ctx, "Kit Harington", person_photos(faces_dir, "kit_harington"), lora_enabled=False)
+        character, _ = add_character(ctx, "Kit Harington", person_photos(faces_dir, "kit_harington"),
+                                     lora_enabled=False)
         jobs = GenerationJobsRepository(db)
         [job_id] = jobs.enqueue(character.id, "qwen-image", "a portrait")
         admin = sa.create_engine(postgres_url)
@@ -356,7 +360,8 @@ def test_a_dropped_postgres_connection_leaves_no_half_written_job(trained_world,
         killed = []
 
         def kill_on_finish(conn, cursor, statement, parameters, context, executemany):
-            if not killed and statement.lstrip().upper().startswith("UPDATE GENERATION_JOBS") and "output_keys" in statement:
+            finishing = statement.lstrip().upper().startswith("UPDATE GENERATION_JOBS") and "output_keys" in statement
+            if not killed and finishing:
                 killed.append(conn.connection.dbapi_connection.info.backend_pid)
                 terminate(killed)
 

@@ -6,8 +6,9 @@ naming the seeded bad jobs as its worst offenders.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -72,7 +73,7 @@ def baseline(db: Database) -> Seeder:
     s.character("Ben", with_lora=False)
     s.jobs("Anna", 20, path="lora", match=True)
     s.jobs("Ben", 5, path="standard", match=False)
-    two_days_ago = datetime.now(timezone.utc) - timedelta(hours=48)
+    two_days_ago = datetime.now(UTC) - timedelta(hours=48)
     s.jobs("Ben", 3, path="standard", status="failed", finished_at=two_days_ago)
     s.jobs("Anna", 3, path="route_failed", status="failed", finished_at=two_days_ago)
     return s
@@ -123,9 +124,10 @@ def run_checks(url: str, instance: dg.DagsterInstance | None = None) -> dict[str
         asset_checks=GENERATION_CHECKS,
         resources={"pipeline": PipelineResource(database_url=url)},
     )
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance or dg.DagsterInstance.ephemeral()
-    )
+    if instance is None:
+        with dg.DagsterInstance.ephemeral() as temporary:
+            return run_checks(url, temporary)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
     assert result.success
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
@@ -193,9 +195,16 @@ def test_usage_rate_exactly_at_target_passes(db) -> None:
     assert evaluation.passed
 
 
-def test_report_shows_the_checks_dagster_ran(db, tmp_path) -> None:
+@pytest.fixture()
+def new_instance():
+    """Makes ephemeral Dagster instances, disposed (their temporary folders removed) after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(dg.DagsterInstance.ephemeral())
+
+
+def test_report_shows_the_checks_dagster_ran(db, tmp_path, new_instance) -> None:
     break_success(baseline(db))
-    instance = dg.DagsterInstance.ephemeral()
+    instance = new_instance()
     results = run_checks(db.url, instance)
     ctx = PipelineContext(settings=Settings(home=tmp_path), db=db, store=open_store(str(tmp_path / "objects")))
 

@@ -81,7 +81,8 @@ def test_running_the_same_batch_twice_generates_nothing_twice(world, lora_batch)
 
 
 def test_a_character_without_lora_falls_back_and_still_succeeds(world, faces_dir):
-    character = world.add_character("Jennifer Aniston", person_photos(faces_dir, "jennifer_aniston"), lora_enabled=False)
+    character = world.add_character("Jennifer Aniston", person_photos(faces_dir, "jennifer_aniston"),
+                                    lora_enabled=False)
     repo = GenerationJobsRepository(world.ctx.db)
     ids = repo.enqueue(character.id, "flux", PROMPT) + repo.enqueue(character.id, "z-image-turbo", PROMPT)
 
@@ -149,7 +150,8 @@ def test_a_backend_failing_every_lora_call_still_succeeds_through_fallback(world
     monkeypatch.setattr(factory, "build_gpu_services", services_with_a_pod_cache_not_served)
     try:
         repo = GenerationJobsRepository(world.ctx.db)
-        ids = repo.enqueue(world.katy.id, "flux", PROMPT, count=2) + repo.enqueue(world.katy.id, "z-image-turbo", PROMPT, count=2)
+        ids = (repo.enqueue(world.katy.id, "flux", PROMPT, count=2)
+               + repo.enqueue(world.katy.id, "z-image-turbo", PROMPT, count=2))
         result = world.generate(ids)
     finally:
         monkeypatch.undo()
@@ -204,13 +206,15 @@ def test_generate_cli_with_wait_waits_for_jobs_another_worker_claimed(world, mon
         repo = GenerationJobsRepository(ctx.db)
         assert repo.claim(job_id, "sensor-run") is not None
         if finish_after_s is not None:
-            threading.Timer(finish_after_s, repo.finish, args=(job_id, "failed"), kwargs={"error": "ran elsewhere"}).start()
+            threading.Timer(finish_after_s, repo.finish, args=(job_id, "failed"),
+                            kwargs={"error": "ran elsewhere"}).start()
         return None
 
     args = ["generate", "--character", str(world.katy.id), "--model", "flux", "--prompt", PROMPT, "--wait"]
     monkeypatch.setattr(generation_svc, "run_generation_job", lambda c, j, worker: claimed_elsewhere(c, j, worker, 0.5))
     waited = CliRunner().invoke(main, [*args, "--timeout", "30"])
-    monkeypatch.setattr(generation_svc, "run_generation_job", lambda c, j, worker: claimed_elsewhere(c, j, worker, None))
+    monkeypatch.setattr(generation_svc, "run_generation_job",
+                        lambda c, j, worker: claimed_elsewhere(c, j, worker, None))
     timed_out = CliRunner().invoke(main, [*args, "--timeout", "1"])
 
     assert waited.exit_code == 0, waited.output

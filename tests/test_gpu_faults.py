@@ -72,7 +72,7 @@ def test_persistent_5xx_gives_up_as_transient_after_the_attempts(sim, faults):
     with pytest.raises(GpuTransientError) as caught:
         client(sim, attempts=3).generate("standard", SMALL)
     assert requests_to(sim, "standard") == 3
-    assert caught.value.status_code == 503 and caught.value.backend == "simulated" and caught.value.endpoint == "/standard"
+    assert (caught.value.status_code, caught.value.backend, caught.value.endpoint) == (503, "simulated", "/standard")
 
 
 def test_refusal_is_not_retried(sim, faults):
@@ -274,7 +274,8 @@ def test_modal_credentials_follow_a_redirect_to_the_same_origin_only():
     finally:
         modal.close()
         elsewhere.close()
-    followed = [(method, path, headers.get("Modal-Key"), headers.get("Modal-Secret")) for method, path, headers in modal.seen]
+    followed = [(method, path, headers.get("Modal-Key"), headers.get("Modal-Secret"))
+                for method, path, headers in modal.seen]
     assert followed == [("POST", "/standard", MODAL_KEY, MODAL_SECRET), ("GET", "/result", MODAL_KEY, MODAL_SECRET),
                         ("POST", "/away/standard", MODAL_KEY, MODAL_SECRET)]
     assert [path for _, path, _ in elsewhere.seen] == ["/result"]

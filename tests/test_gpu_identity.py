@@ -115,7 +115,8 @@ def test_modal_endpoint_refuses_a_wrong_checksum(faces_dir, endpoints):
     trained = trained_lora(faces_dir, "flux")
     with pytest.raises(GpuPermanentError, match="lora checksum mismatch"):
         endpoints.generate("flux-lora", GenerateRequest(model="flux-dev", prompt=f"{trained.trigger}, portrait",
-                                                        width=256, height=256, lora=lora_ref(trained, sha256="ab" * 32)))
+                                                        width=256, height=256,
+                                                        lora=lora_ref(trained, sha256="ab" * 32)))
 
 
 def test_face_swap_keeps_identity_mostly(faces_dir, endpoints, person):
@@ -123,8 +124,9 @@ def test_face_swap_keeps_identity_mostly(faces_dir, endpoints, person):
     reference = base64.b64encode(photo.read_bytes()).decode()
     results = []
     for seed in range(5):
-        response = endpoints.face_swap(FaceSwapRequest(model="flux-dev", prompt="portrait", reference_image_b64=reference,
-                                                       width=SIZE, height=SIZE, seed=seed))
+        response = endpoints.face_swap(FaceSwapRequest(model="flux-dev", prompt="portrait",
+                                                       reference_image_b64=reference, width=SIZE, height=SIZE,
+                                                       seed=seed))
         assert response.mode == "face_swap" and response.backend == "simulated"
         results.append(distance_to(embed(base64.b64decode(response.image_b64)), person))
     print(f"\nface swap: distance to {TRAIN_PERSON} {np.round(results, 3)}")
@@ -159,7 +161,8 @@ def test_comfyui_applies_a_matching_lora_and_ignores_another_base_models(faces_d
     assert any("lora key not loaded" in line for line in logs)
     assert png_text(mismatched)["backend"] == "simulated"
     # history keeps ComfyUI's shape (meta per output node); the simulated marker rides in a status message
-    assert set(history["meta"]) == set(history["outputs"]) and all(m["node_id"] == n for n, m in history["meta"].items())
+    assert set(history["meta"]) == set(history["outputs"])
+    assert all(m["node_id"] == n for n, m in history["meta"].items())
     assert any(m[0] == "sim_info" and m[1]["backend"] == "simulated" for m in history["status"]["messages"])
 
 

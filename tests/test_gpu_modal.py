@@ -164,7 +164,8 @@ def lora_bytes(tmp_path_factory) -> bytes:
 def volume_only(body: bytes) -> TrainingResult:
     return TrainingResult(base_model="flux", trigger_word="jnfrstn", sha256=hashlib.sha256(body).hexdigest(),
                           size_bytes=len(body), volume_path=VOLUME_PATH,
-                          upload_error="upload to the object store failed (EndpointConnectionError); the file is on the volume",
+                          upload_error="upload to the object store failed (EndpointConnectionError); "
+                                       "the file is on the volume",
                           backend="modal")
 
 
@@ -196,7 +197,8 @@ def test_wrong_bytes_from_the_volume_are_refused_and_leave_no_file(lora_bytes, t
         body += b"extra"
     dest = tmp_path / "41.safetensors"
     with pytest.raises(GpuPermanentError) as caught:
-        backend(ScriptedCaller(volume_file=bytes(body)), read_chunk_bytes=1024).fetch_artifact(volume_only(lora_bytes), dest)
+        backend(ScriptedCaller(volume_file=bytes(body)), read_chunk_bytes=1024).fetch_artifact(
+            volume_only(lora_bytes), dest)
     message = str(caught.value)
     assert "read_lora" in message and VOLUME_PATH in message and caught.value.endpoint == "read_lora"
     assert ("sha256" in message) if damage == "flipped byte" else (f"says {len(lora_bytes)}" in message)

@@ -72,7 +72,8 @@ def test_processes_download_once(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_process_worker, args=(str(tmp_path / "loras"), sha, data, str(markers))) for _ in range(3)]
+    procs = [ctx.Process(target=_process_worker, args=(str(tmp_path / "loras"), sha, data, str(markers)))
+             for _ in range(3)]
     for p in procs:
         p.start()
     for p in procs:

@@ -110,8 +110,8 @@ def test_factory_refuses_incomplete_production_settings(tmp_path):
         build_gpu_services(Settings(home=tmp_path, gpu_backend="comfyui"))
     with pytest.raises(GpuConfigError, match="MODAL_KEY"):
         build_gpu_services(Settings(home=tmp_path, gpu_backend="modal", modal_endpoint_url="https://ws--{route}.modal.run"))
-    services = build_gpu_services(Settings(home=tmp_path, gpu_backend="modal", modal_key="k-123456", modal_secret="s-123456",
-                                           modal_endpoint_url="https://ws--{route}.modal.run"))
+    services = build_gpu_services(Settings(home=tmp_path, gpu_backend="modal", modal_key="k-123456",
+                                           modal_secret="s-123456", modal_endpoint_url="https://ws--{route}.modal.run"))
     assert (services.backend_name, services.training.name, services.comfyui) == ("modal", "modal", None)
 
 

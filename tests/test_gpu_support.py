@@ -10,6 +10,7 @@ import atexit
 import functools
 import hashlib
 import io
+import json
 import shutil
 import tempfile
 import zipfile
@@ -111,7 +112,7 @@ def dataset_zip(faces_dir: Path, person: str, dest_dir: Path, count: int = 5) ->
             face_chip(photo).save(png, format="PNG")
             archive.writestr(f"images/{i:03d}.png", png.getvalue())
             archive.writestr(f"images/{i:03d}.txt", f"{person}, a photo")
-        archive.writestr("manifest.json", '{"person": "%s"}' % person)
+        archive.writestr("manifest.json", json.dumps({"person": person}))
     path = dest_dir / f"{person}-{count}.zip"
     path.write_bytes(buffer.getvalue())
     return path, hashlib.sha256(buffer.getvalue()).hexdigest(), photos
@@ -146,7 +147,7 @@ class TrainedLora:
     lora_model_id: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_lora(faces_dir: Path, base_model: str) -> TrainedLora:
     """Train (once per process and base model) a LoRA of TRAIN_PERSON on the shared service and download it."""
     from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
@@ -169,7 +170,7 @@ def _dataset(faces_dir: Path) -> tuple[Path, str, list[Path]]:
     return dataset_zip(faces_dir, TRAIN_PERSON, shared_sim(faces_dir).data_root)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_embeddings(faces_dir: Path, person: str) -> tuple[np.ndarray, ...]:
     return tuple(e for e in (embed(p) for p in person_photos(faces_dir, person)) if e is not None)
 

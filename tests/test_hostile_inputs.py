@@ -97,7 +97,8 @@ def test_character_add_skips_each_unreadable_photo_by_name_and_stores_the_rest(f
     skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped: ")]
     assert len(skipped) == len(UNDECODABLE)
     for case in UNDECODABLE:
-        assert any(line.startswith(f"skipped: {case.name}: ") and case.expect in line.lower() for line in skipped), case.name
+        assert any(line.startswith(f"skipped: {case.name}: ") and case.expect in line.lower()
+                   for line in skipped), case.name
     # decodable photos are kept (faceless ones too: faces are judged when the dataset is built)
     kept = len(IMAGE_CASES) - len(UNDECODABLE) + 2
     assert f": {kept} photos" in result.stdout
@@ -345,7 +346,7 @@ def test_sql_and_template_injection_prompts_are_stored_and_sent_verbatim(generat
     outcomes = [run_generation_job(ctx, job_id, worker="hostile-test") for job_id in ids]
 
     assert [o.status for o in outcomes] == ["succeeded"] * len(ids)
-    for job_id, prompt in zip(ids, HOSTILE_PROMPTS):
+    for job_id, prompt in zip(ids, HOSTILE_PROMPTS, strict=True):
         job = jobs.get(job_id)
         assert job.prompt == prompt
         assert job.mode == "lora" and job.trigger_word == "ohwx_zed"
@@ -391,7 +392,7 @@ def test_unknown_model_job_fails_with_the_reason_and_the_rest_of_the_batch_succe
 
     finished = [jobs.get(job_id) for job_id in ids]
     assert [j.status for j in finished] == ["succeeded", "failed", "failed", "succeeded"]
-    for job, model in zip(finished[1:3], models[1:3]):
+    for job, model in zip(finished[1:3], models[1:3], strict=True):
         assert job.error.startswith(f"unknown model {model!r}") and job.output_keys == []
     assert all(j.output_keys and ctx.store.exists(j.output_keys[0]) for j in (finished[0], finished[3]))
 
@@ -466,7 +467,8 @@ COMFY_CASES = {
     "object_info_is_a_list": ({("GET", "/object_info"): (200, ["KSampler"])}, "queue", "/object_info"),
     "prompt_id_missing": ({("POST", "/prompt"): (200, {"number": 1})}, "queue", "'prompt_id' is missing"),
     "prompt_id_not_a_string": ({("POST", "/prompt"): (200, {"prompt_id": 7})}, "queue", "'prompt_id' is a json int"),
-    "prompt_id_path_traversal": ({("POST", "/prompt"): (200, {"prompt_id": "../../admin"})}, "queue", "not a usable id"),
+    "prompt_id_path_traversal": ({("POST", "/prompt"): (200, {"prompt_id": "../../admin"})}, "queue",
+                                 "not a usable id"),
     "prompt_body_a_list": ({("POST", "/prompt"): (200, [1, 2])}, "queue", "/prompt"),
     "prompt_body_not_json": ({("POST", "/prompt"): (200, b"<html>ok</html>")}, "queue", "not json"),
     "node_errors_malformed": ({("POST", "/prompt"): (400, {"error": "invalid prompt", "node_errors": {"3": "bad"}})},

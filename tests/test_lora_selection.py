@@ -26,7 +26,8 @@ ANNA = CharacterFacts(id="anna", lora_enabled=True)
 
 def lora_bytes(base_model: str, trigger: str = "anna_person", with_metadata: bool = True) -> bytes:
     tensors = {k: np.ones(s, np.float16) for k, s in lora_format.lora_tensor_shapes(base_model, 4).items()}
-    metadata = lora_format.trainer_metadata(base_model, trigger, rank=4, steps=10, trainer="t") if with_metadata else None
+    metadata = (lora_format.trainer_metadata(base_model, trigger, rank=4, steps=10, trainer="t")
+                if with_metadata else None)
     return save(tensors, metadata=metadata)
 
 
@@ -147,7 +148,8 @@ def test_ties_on_finished_at_go_to_the_higher_database_id():
     candidates = [LoraCandidate(id=i, base_model="flux", trigger_word="anna_person", finished_at=finished)
                   for finished in (None, T0) for i in (9, 10)]
     for same_time in (candidates[:2], candidates[2:]):
-        selection = select_lora(ANNA, get_model("flux"), same_time, lambda c: InspectOutcome.success(inspect_lora_bytes(flux)))
+        selection = select_lora(ANNA, get_model("flux"), same_time,
+                                lambda c: InspectOutcome.success(inspect_lora_bytes(flux)))
         assert selection.lora is not None and selection.lora.id == 10
 
 

@@ -41,7 +41,8 @@ def person_photos(faces_dir: Path, person: str) -> list[Path]:
 
 # ---------------------------------------------------------------- helpers and test stand-ins
 
-def write_lora(path: Path, base_model: str, metadata: dict[str, str] | None = None, *, rank: int = 4, seed: int = 0) -> Path:
+def write_lora(path: Path, base_model: str, metadata: dict[str, str] | None = None, *, rank: int = 4,
+               seed: int = 0) -> Path:
     """A small real safetensors file in the base model's key layout."""
     rng = np.random.default_rng(seed)
     tensors = {name: rng.standard_normal(shape).astype(np.float16)
@@ -199,7 +200,8 @@ def test_trainer_config_per_base_model(base_model, tmp_path):
 def test_progress_lines_are_read_only_from_the_training_bar():
     assert trainer_config.parse_progress("lora-abc:  10%|#         | 100/1000 [01:23<12:34,  1.20it/s, lr: 1e-04]",
                                          "lora-abc") == (100, 1000)
-    assert trainer_config.parse_progress("Loading checkpoint shards:  67%|######6   | 2/3 [00:02<00:01]", "lora-abc") is None
+    assert trainer_config.parse_progress("Loading checkpoint shards:  67%|######6   | 2/3 [00:02<00:01]",
+                                         "lora-abc") is None
     assert trainer_config.parse_progress("lora-abc: saving", "lora-abc") is None
 
 
@@ -223,7 +225,8 @@ def test_dataset_unpacks_flat_with_captions(faces_dir, tmp_path):
     assert prepared.images == len(images) == 3 and prepared.captions_written == 1
     captions = [p.with_suffix(".txt").read_text() for p in images]
     assert captions[0] == "ohwx_anna, photo 0 of a person" and captions[2] == "ohwx_anna"
-    assert Image.open(images[0]).size[0] > 32
+    with Image.open(images[0]) as first:
+        assert first.size[0] > 32
     assert not (prepared.folder / "manifest.json").exists()
 
 
@@ -244,7 +247,8 @@ def test_dataset_checksum_mismatch_is_refused(faces_dir, tmp_path):
 # ---------------------------------------------------------------- artifacts
 
 def test_metadata_fix_up_keeps_tensors_and_trainer_keys(tmp_path):
-    path = write_lora(tmp_path / "x.safetensors", "qwen-image", {"software": "ai-toolkit", "ss_base_model_version": "wrong"})
+    path = write_lora(tmp_path / "x.safetensors", "qwen-image",
+                      {"software": "ai-toolkit", "ss_base_model_version": "wrong"})
     before = inspect_lora_file(path)
 
     final = artifacts.finalize_lora(path, base_model="qwen-image", trigger_word="ohwx_bob", rank=4, steps=10)
@@ -272,7 +276,8 @@ def test_training_uploads_to_r2_with_metadata_and_checksum(faces_dir, s3_bucket,
     trainer = StandInTrainer()
 
     result = run_training(spec, work_dir=tmp_path / "work", volume_root=tmp_path / "vol", trainer=trainer,
-                          uploader_factory=artifacts.R2Uploader.from_env, on_progress=lambda s, p: progress.append((s, p)))
+                          uploader_factory=artifacts.R2Uploader.from_env,
+                          on_progress=lambda s, p: progress.append((s, p)))
 
     parsed = TrainingResult.model_validate(result)
     assert parsed.backend == "modal" and parsed.upload_error is None
@@ -284,7 +289,8 @@ def test_training_uploads_to_r2_with_metadata_and_checksum(faces_dir, s3_bucket,
     inspection = inspect_lora_file(downloaded)
     assert (inspection.base_model, inspection.trigger_word) == ("flux", "ohwx_anna")
     assert inspection.metadata["modelspec.architecture"] == "flux-1-dev/lora"
-    assert Path(parsed.volume_path) == tmp_path / "vol" / spec["output_key"] and sha256(Path(parsed.volume_path)) == parsed.sha256
+    assert Path(parsed.volume_path) == tmp_path / "vol" / spec["output_key"]
+    assert sha256(Path(parsed.volume_path)) == parsed.sha256
     percents = [p for _, p in progress]
     assert percents == sorted(percents) and progress[-1] == ("succeeded", 100.0) and len(progress) >= 5
     assert len(trainer.configs) == 1
@@ -356,7 +362,8 @@ def volume(tmp_path) -> Path:
 
 @pytest.mark.parametrize("volume_path", [
     "../outside/other.safetensors", "loras/../../outside/other.safetensors", "{root}/../outside/other.safetensors",
-    "{tmp}/outside/other.safetensors", "/etc/passwd", "/etc/x.safetensors", "loras/flux-character-7/41.safetensors.result.json",
+    "{tmp}/outside/other.safetensors", "/etc/passwd", "/etc/x.safetensors",
+    "loras/flux-character-7/41.safetensors.result.json",
     "loras/links/out.safetensors", "loras/links/dir/other.safetensors", "loras/links/json.safetensors",
     "{root}", "", "loras/x\x00/../41.safetensors", "loras/x\x00.safetensors",
 ])
@@ -449,7 +456,8 @@ def lora_urls(s3_bucket, tmp_path):
     files = {
         "flux": write_lora(tmp_path / "src" / "flux.safetensors", "flux",
                            {"ss_base_model_version": "flux.1", "modelspec.architecture": "flux-1-dev/lora"}),
-        "qwen": write_lora(tmp_path / "src" / "qwen.safetensors", "qwen-image", {"ss_base_model_version": "qwen_image"}),
+        "qwen": write_lora(tmp_path / "src" / "qwen.safetensors", "qwen-image",
+                           {"ss_base_model_version": "qwen_image"}),
         "bare_qwen": write_lora(tmp_path / "src" / "bare.safetensors", "qwen-image", seed=3),
     }
     return {name: (presigned(endpoint, bucket, f"loras/x/{name}.safetensors", p.read_bytes()), sha256(p))
@@ -580,8 +588,10 @@ def test_lora_for_another_base_model_is_refused_with_422(endpoints, lora_urls):
 def test_wrong_model_for_route_and_checksum_mismatch_are_422(endpoints, lora_urls):
     client, pipeline = endpoints
     url, digest = lora_urls["qwen"]
-    assert client.post("/flux-lora", json=lora_body(url, digest, base_model="qwen-image", model="qwen-image")).status_code == 422
-    response = client.post("/qwen-image-2512-lora", json=lora_body(url, "a" * 64, base_model="qwen-image", model="qwen-image"))
+    wrong_route = client.post("/flux-lora", json=lora_body(url, digest, base_model="qwen-image", model="qwen-image"))
+    assert wrong_route.status_code == 422
+    response = client.post("/qwen-image-2512-lora",
+                           json=lora_body(url, "a" * 64, base_model="qwen-image", model="qwen-image"))
     assert response.status_code == 422 and "sha256" in response.json()["detail"]
     ok = client.post("/qwen-image-2512-lora", json=lora_body(url, digest, base_model="qwen-image", model="qwen-image"))
     assert ok.status_code == 200 and ok.json()["lora"]["detected_base_model"] == "qwen-image"
@@ -617,7 +627,8 @@ def test_standard_and_face_swap(endpoints, faces_dir):
     assert pipeline.calls[-1][0] == "face_swap"
 
     not_an_image = client.post("/face-swap", json={**body, "reference_image_b64": base64.b64encode(b"hello").decode()})
-    tiny = client.post("/face-swap", json={**body, "reference_image_b64": base64.b64encode(png_bytes((1, 2, 3))).decode()})
+    tiny = client.post("/face-swap",
+                       json={**body, "reference_image_b64": base64.b64encode(png_bytes((1, 2, 3))).decode()})
     assert not_an_image.status_code == 422 and tiny.status_code == 422 and "no face" in tiny.json()["detail"]
 
 

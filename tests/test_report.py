@@ -6,7 +6,7 @@ import io
 import random
 import statistics
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
 import pytest
@@ -25,7 +25,7 @@ from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects import open_store
 
-UTC = timezone.utc
+UTC = UTC
 TODAY = datetime.now(UTC).date()
 DAYS = [TODAY - timedelta(days=2), TODAY - timedelta(days=1), TODAY]
 # written out here rather than read from the registry, so a registry change cannot hide a report bug

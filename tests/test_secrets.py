@@ -233,9 +233,9 @@ def secret_world(secret_env, pg_url_with_password, s3_bucket, tmp_path, faces_di
     from lora_pipelines.store.lora_models import LoraModelsRepository
 
     endpoint, bucket = s3_bucket
-    env = {**BASE_ENV, "LORA_PIPELINES_HOME": str(tmp_path / "home"), "LORA_PIPELINES_DATABASE_URL": pg_url_with_password,
-           "LORA_PIPELINES_STORE_URL": f"s3://{bucket}/lp", "LORA_PIPELINES_S3_ENDPOINT_URL": endpoint,
-           "LORA_PIPELINES_GPU_BACKEND": "simulated"}
+    env = {**BASE_ENV, "LORA_PIPELINES_HOME": str(tmp_path / "home"),
+           "LORA_PIPELINES_DATABASE_URL": pg_url_with_password, "LORA_PIPELINES_STORE_URL": f"s3://{bucket}/lp",
+           "LORA_PIPELINES_S3_ENDPOINT_URL": endpoint, "LORA_PIPELINES_GPU_BACKEND": "simulated"}
     for var in ("LORA_PIPELINES_COMFYUI_URL", "LORA_PIPELINES_MODAL_ENDPOINT_URL", "LORA_PIPELINES_SIM_FAULTS"):
         secret_env.delenv(var, raising=False)
     with SimGpuServer(tmp_path / "sim", training_seconds=0.1) as sim, dg.instance_for_test() as instance:
@@ -282,8 +282,10 @@ def test_dagster_runs_cli_output_and_reports_carry_no_secret(secret_world, tmp_p
     cli = {
         "status --json": runner.invoke(main, ["status", "--json"]),
         "status": runner.invoke(main, ["status"]),
-        "generate unknown model": runner.invoke(main, ["generate", "--character", "1", "--model", "x", "--prompt", "p"]),
-        "character add bad folder": runner.invoke(main, ["character", "add", "--name", "A", "--photos", "/nonexistent"]),
+        "generate unknown model":
+            runner.invoke(main, ["generate", "--character", "1", "--model", "x", "--prompt", "p"]),
+        "character add bad folder":
+            runner.invoke(main, ["character", "add", "--name", "A", "--photos", "/nonexistent"]),
         "inspect-lora": runner.invoke(main, ["inspect-lora", str(Path(__file__))]),
     }
 

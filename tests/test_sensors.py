@@ -75,7 +75,8 @@ def test_new_characters_requests_each_training_once_with_deterministic_keys(worl
 
     new_keys = _keys(third)
     assert len(new_keys) == 4
-    assert {r.partition_key.keys_by_dimension["character"] for r in third.run_requests} == {str(ready.id), str(too_few.id)}
+    characters = {r.partition_key.keys_by_dimension["character"] for r in third.run_requests}
+    assert characters == {str(ready.id), str(too_few.id)}
     assert not set(new_keys) & set(_keys(first))
     assert world.evaluate_sensor("new_characters", third.cursor).run_requests == []
 
@@ -150,7 +151,8 @@ def test_training_completion_retries_a_finishing_run_that_failed_under_a_new_key
     character = world.add_character("Kit Retried", person_photos(faces_dir, "kit_harington")[:1])
     repo = LoraModelsRepository(world.ctx.db)
     row = repo.create(character_id=character.id, base_model="flux", trigger_word=character.trigger_word,
-                      idempotency_key=f"sensor-rerun:{character.id}", dataset_hash="2" * 64, training_model="ai-toolkit")
+                      idempotency_key=f"sensor-rerun:{character.id}", dataset_hash="2" * 64,
+                      training_model="ai-toolkit")
     repo.transition(row.id, "training", gpu_call_id="fc-gone-too", job_id=str(row.id), backend="simulated")
     world.add_partition(character.id)
     job = world.defs.resolve_job_def("training_job")
@@ -161,7 +163,7 @@ def test_training_completion_retries_a_finishing_run_that_failed_under_a_new_key
                 if r.run_key.startswith(f"complete:{row.id}:")]
 
     keys = []
-    for attempt in range(MAX_COMPLETION_RUNS):
+    for _ in range(MAX_COMPLETION_RUNS):
         [request] = mine()
         assert [r.run_key for r in mine()] == [request.run_key], "deterministic between failures"
         assert request.tags[COMPLETES_TAG] == base

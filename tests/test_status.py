@@ -34,7 +34,8 @@ def _seed(lp_home):
         jobs.enqueue(bob.id, "flux", "a beach", count=1) + jobs.enqueue(bob.id, "flux", "later", count=1)
     jobs.claim(used, "w")
     jobs.finish(used, "succeeded", sent_prompt=f"{anna.trigger_word}, a portrait", lora_model_id=lora.id,
-                trigger_word=anna.trigger_word, mode="lora", backend="simulated", output_keys=[f"generations/{used}/000.png"])
+                trigger_word=anna.trigger_word, mode="lora", backend="simulated",
+                output_keys=[f"generations/{used}/000.png"])
     jobs.record_face_score(used, 0.3, True, 1)
     jobs.claim(fallback, "w")
     jobs.finish(fallback, "succeeded", sent_prompt="a beach", lora_skipped_reason="lora_disabled", mode="face_swap",
@@ -56,7 +57,8 @@ def test_status_json_has_the_documented_shape_and_values(lp_home):
     assert by_name["Bob"]["loras"] == []
     [anna_lora] = by_name["Anna"]["loras"]
     assert LORA_FIELDS <= set(anna_lora)
-    assert (anna_lora["id"], anna_lora["status"], anna_lora["base_model"], anna_lora["sha256"]) == (lora.id, "ready", "flux", "a" * 64)
+    assert (anna_lora["id"], anna_lora["status"], anna_lora["base_model"], anna_lora["sha256"]) == (
+        lora.id, "ready", "flux", "a" * 64)
 
     assert all(JOB_FIELDS <= set(j) for j in data["generation_jobs"])
     assert [j["id"] for j in data["generation_jobs"]] == [pending, fallback, used]  # newest first

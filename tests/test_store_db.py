@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -153,7 +153,8 @@ def test_illegal_lora_moves_raise_and_change_nothing(repos, path: list[str], ill
         loras.transition(lora.id, status)
     before = loras.get(lora.id)
 
-    with pytest.raises(IllegalStatusTransition, match=f"lora_models {lora.id}: {before.status} -> {illegal} is not allowed"):
+    with pytest.raises(IllegalStatusTransition,
+                       match=f"lora_models {lora.id}: {before.status} -> {illegal} is not allowed"):
         loras.transition(lora.id, illegal, error="should not be written")
 
     assert loras.get(lora.id) == before
@@ -179,7 +180,7 @@ def test_most_recent_ready_lora(repos) -> None:
     characters, loras, _ = repos
     anna = characters.create("Anna")
     other = characters.create("Other")
-    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
 
     def ready(key: str, base_model: str, finished: datetime, character=anna):
         row = loras.create(character.id, base_model, character.trigger_word, key)
@@ -278,14 +279,15 @@ def test_two_workers_never_claim_the_same_job(repos) -> None:
     characters, _, jobs = repos
     character = characters.create("Contested")
     for job_id in jobs.enqueue(character.id, "flux", "x", count=5):
-        winners = [r for r in _in_threads(2, lambda i: jobs.claim(job_id, f"worker-{i}")) if r is not None]
+        claims = _in_threads(2, lambda i, job_id=job_id: jobs.claim(job_id, f"worker-{i}"))
+        winners = [r for r in claims if r is not None]
         assert len(winners) == 1
         assert jobs.get(job_id).claimed_by == winners[0].claimed_by
 
 
 def _backdate(db: Database, job_id: int, minutes: int) -> None:
     with db.session() as session:
-        started = datetime.now(timezone.utc) - timedelta(minutes=minutes)
+        started = datetime.now(UTC) - timedelta(minutes=minutes)
         session.execute(sa.update(GenerationJobRow).where(GenerationJobRow.id == job_id).values(started_at=started))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC
 from pathlib import Path
 
 import boto3
@@ -171,7 +172,8 @@ def test_s3_plain_read_checks_the_recorded_sha256(s3_bucket) -> None:
     store = S3ObjectStore(bucket, endpoint_url=endpoint)
     info = store.put_bytes("a/weights.bin", b"good bytes")
     # same metadata, different bytes: what silent corruption looks like
-    _raw_client(endpoint).put_object(Bucket=bucket, Key="a/weights.bin", Body=b"bad bytes!", Metadata={"sha256": info.sha256})
+    _raw_client(endpoint).put_object(Bucket=bucket, Key="a/weights.bin", Body=b"bad bytes!",
+                                     Metadata={"sha256": info.sha256})
 
     with pytest.raises(ChecksumMismatchError):
         store.get_bytes("a/weights.bin")
@@ -215,12 +217,12 @@ def test_local_store_refuses_a_symlink_out_of_its_root(tmp_path: Path) -> None:
 
 
 def test_stat_reports_utc_modification_time(store: ObjectStore) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     store.put_bytes("a/now.bin", b"x")
     modified = store.stat("a/now.bin").last_modified
     assert modified.utcoffset() == timedelta(0)
-    assert abs(datetime.now(timezone.utc) - modified) < timedelta(minutes=5)
+    assert abs(datetime.now(UTC) - modified) < timedelta(minutes=5)
 
 
 def test_s3_requests_carry_no_checksum_headers_r2_refuses(s3_bucket, tmp_path: Path) -> None:
@@ -230,7 +232,8 @@ def test_s3_requests_carry_no_checksum_headers_r2_refuses(s3_bucket, tmp_path: P
     store = S3ObjectStore(bucket, endpoint_url=endpoint, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
     sent: list[tuple[str, dict[str, str]]] = []
     store.client.meta.events.register(
-        "before-send.s3.*", lambda request, **_: sent.append((request.url, {k.lower(): str(v) for k, v in request.headers.items()}))
+        "before-send.s3.*",
+        lambda request, **_: sent.append((request.url, {k.lower(): str(v) for k, v in request.headers.items()})),
     )
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(6 * MIB))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import person_photos
-
 from lora_pipelines.services.characters import add_character
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.training import prepare_dataset

@@ -58,7 +58,8 @@ def webserver(demo_home):
     port = _free_port()
     env = {**os.environ, "LORA_PIPELINES_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
     log = open(home / "webserver.log", "w")
-    proc = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+    command = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(command,
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -35,7 +35,7 @@ def generation_outputs(
     """Images for pending generation jobs: LoRA → face swap / PuLID → standard, recorded on each job."""
     ctx = pipeline.context
     job_ids = config.job_ids or [j.id for j in GenerationJobsRepository(ctx.db).pending_after(0, limit=config.limit)]
-    worker = f"{socket.gethostname()}:{os.getpid()}:{context.run_id[:8]}"
+    worker = f"{socket.gethostname()}:{os.getpid()}:{context.run.run_id[:8]}"
     outcomes = []
     for job_id in job_ids:
         outcome = run_generation_job(ctx, job_id, worker)

@@ -14,7 +14,8 @@ def character() -> None:
 
 @character.command("add")
 @click.option("--name", required=True, help="Display name; the trigger word is derived from it unless given.")
-@click.option("--photos", "photos_dir", required=True, type=click.Path(path_type=Path), help="Folder of JPEG/PNG/WebP photos.")
+@click.option("--photos", "photos_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of JPEG/PNG/WebP photos.")
 @click.option("--lora-enabled/--no-lora", default=False, help="Train LoRAs for this character and use them.")
 @click.option("--trigger-word", default=None, help="Trigger word (letters, digits, '_' and '-').")
 def add(name: str, photos_dir: Path, lora_enabled: bool, trigger_word: str | None) -> None:

@@ -30,16 +30,34 @@ def demo(home: Path | None) -> None:
     click.echo(f"face match without LoRA:      {_pct(m['face_match_rate_without_lora'])}")
     click.echo(f"generation success rate:      {_pct(m['generation_success_rate'])}")
     click.echo(f"fallback success rate:        {_pct(m['fallback_success_rate'])}")
-    click.echo(f"took {result['seconds']}s. See it in the UI (from the repository folder): {ui_command(home)}")
-    kept = [name for name in ("LORA_PIPELINES_DATABASE_URL", "LORA_PIPELINES_STORE_URL", "LORA_PIPELINES_S3_ENDPOINT_URL")
+    where = " (from the repository folder)" if _checkout() else ""
+    click.echo(f"took {result['seconds']}s. See it in the UI{where}: {ui_command(home)}")
+    kept = [name for name in
+            ("LORA_PIPELINES_DATABASE_URL", "LORA_PIPELINES_STORE_URL", "LORA_PIPELINES_S3_ENDPOINT_URL")
             if os.environ.get(name)]
     if kept:
         click.echo(f"keep {', '.join(kept)} set for it too, or its sensors read another app database and store.")
 
 
 def ui_command(home: Path) -> str:
-    """The `dagster dev` line that shows this demo: the same DAGSTER_HOME and, when it is not the default, home."""
+    """The `dagster dev` line that shows this demo: the same DAGSTER_HOME and, when it is not the default, home.
+
+    In a checkout it is the README's command (workspace.yaml); an installed package has no workspace.yaml, so
+    there it names the definitions module, which works from any folder."""
     import os
+    import sys
 
     prefix = "" if home == Path(".lora_pipelines").resolve() else f"LORA_PIPELINES_HOME={home} "
-    return f"{prefix}DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml"
+    if _checkout():
+        command = ".venv/bin/dagster dev -w workspace.yaml"
+    else:
+        dagster = Path(sys.executable).parent / "dagster"
+        command = f"{dagster if dagster.exists() else 'dagster'} dev -m lora_pipelines.definitions"
+    return f"{prefix}DAGSTER_HOME={os.environ['DAGSTER_HOME']} {command}"
+
+
+def _checkout() -> bool:
+    """Whether lora_pipelines runs from a source checkout (workspace.yaml beside the package)."""
+    import lora_pipelines
+
+    return (Path(lora_pipelines.__file__).resolve().parent.parent / "workspace.yaml").is_file()

@@ -33,7 +33,7 @@ def _build_reference(results: list[BatchResult], files: list[Path], folder: Path
     from lora_pipelines.faces.consistency import CharacterReference
 
     used, skipped = [], []
-    for path, result in zip(files, results):
+    for path, result in zip(files, results, strict=True):
         if not result.ok:
             skipped.append({"file": path.name, "reason": result.error_reason, "detail": result.error})
         elif len(result.faces) != 1:
@@ -51,8 +51,10 @@ def _build_reference(results: list[BatchResult], files: list[Path], folder: Path
 
 
 @click.command("face-match")
-@click.option("--reference", "reference_dir", required=True, type=click.Path(path_type=Path), help="Folder of photos of one person.")
-@click.option("--candidates", "candidates_dir", required=True, type=click.Path(path_type=Path), help="Folder of images to score.")
+@click.option("--reference", "reference_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of photos of one person.")
+@click.option("--candidates", "candidates_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of images to score.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 @click.option("--workers", type=int, default=None, help="Processes for face analysis (default: all cores).")
 def face_match(reference_dir: Path, candidates_dir: Path, as_json: bool, workers: int | None) -> None:
@@ -70,7 +72,7 @@ def face_match(reference_dir: Path, candidates_dir: Path, as_json: bool, workers
         candidate_results = pool.analyze_many(candidate_files)
 
     rows = []
-    for path, result in zip(candidate_files, candidate_results):
+    for path, result in zip(candidate_files, candidate_results, strict=True):
         score = score_faces(result.faces, reference) if result.ok else corrupt_score(reference, result.error or "")
         rows.append({"file": path.name, **score.as_dict()})
     matched = sum(row["match"] for row in rows)
@@ -96,9 +98,11 @@ def face_match(reference_dir: Path, candidates_dir: Path, as_json: bool, workers
     for row in rows:
         distance = "-" if row["distance"] is None else f"{row['distance']:.3f}"
         click.echo(
-            f"{row['file']:<{width}}  {distance:>8}  {'yes' if row['match'] else 'no':<5}  {row['face_count']:>5}  {','.join(row['flags'])}"
+            f"{row['file']:<{width}}  {distance:>8}  {'yes' if row['match'] else 'no':<5}  {row['face_count']:>5}  "
+            f"{','.join(row['flags'])}"
         )
     rate = "-" if summary["match_rate"] is None else f"{summary['match_rate']:.1%}"
     click.echo(
-        f"candidates: {summary['candidates']}  matched: {matched}  match rate: {rate}  unreadable: {summary['unreadable']}"
+        f"candidates: {summary['candidates']}  matched: {matched}  match rate: {rate}  "
+        f"unreadable: {summary['unreadable']}"
     )

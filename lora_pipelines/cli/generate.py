@@ -13,7 +13,8 @@ import click
 @click.option("--model", required=True, help="A registry model: z-image-turbo, flux, qwen-image, one-2.1, one-2.2.")
 @click.option("--prompt", required=True, help="Plain text; the LoRA's trigger word is put in front when one is used.")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 100), help="Jobs to enqueue.")
-@click.option("--wait", is_flag=True, help="Run the jobs here (as the pending_generations sensor would) and print outputs.")
+@click.option("--wait", is_flag=True,
+              help="Run the jobs here (as the pending_generations sensor would) and print outputs.")
 @click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds --wait may take.")
 def generate(character_id: int, model: str, prompt: str, count: int, wait: bool, timeout: float) -> None:
     """Enqueue generation jobs for a character."""

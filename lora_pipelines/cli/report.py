@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import click
 
@@ -14,7 +14,7 @@ def parse_since(value: str | None) -> datetime | None:
     text = value.strip()
     try:
         parsed = (
-            datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=timezone.utc)
+            datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
             if len(text) == 10
             else datetime.fromisoformat(text)
         )
@@ -24,8 +24,8 @@ def parse_since(value: str | None) -> datetime | None:
             param_hint="--since",
         ) from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    if parsed > datetime.now(timezone.utc):
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed > datetime.now(UTC):
         raise click.BadParameter(f"{value!r} is in the future: the report would be empty", param_hint="--since")
     return parsed
 

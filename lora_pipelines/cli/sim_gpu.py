@@ -26,7 +26,9 @@ def sim_gpu() -> None:
 @click.option("--training-seconds", type=float, default=1.5, show_default=True)
 def serve(host: str, port: int, home: Path | None, allow_roots: tuple[Path, ...], faults: str | None,
           training_seconds: float) -> None:
-    """Serve until interrupted. Modal-Key/Modal-Secret are enforced when LORA_PIPELINES_SIM_MODAL_KEY/_SECRET are set."""
+    """Serve until interrupted.
+
+    Modal-Key/Modal-Secret are enforced when LORA_PIPELINES_SIM_MODAL_KEY/_SECRET are set."""
     from lora_pipelines.gpu.sim_launcher import sim_home
     from lora_pipelines.settings import load_settings
     from sim_gpu.config import SimConfig, load_faults

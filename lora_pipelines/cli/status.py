@@ -29,11 +29,12 @@ def status(as_json: bool, limit: int) -> None:
     click.echo(f"{'id':>5}  {'name':<24} {'lora':<5} {'photos':>6}  loras")
     for c in data["characters"]:
         loras = ", ".join(f"{r['base_model']}:{r['status']}" for r in c["loras"]) or "-"
-        click.echo(f"{c['id']:>5}  {c['name'][:24]:<24} {'on' if c['lora_enabled'] else 'off':<5} {len(c['photo_keys']):>6}  {loras}")
+        click.echo(f"{c['id']:>5}  {c['name'][:24]:<24} {'on' if c['lora_enabled'] else 'off':<5} "
+                   f"{len(c['photo_keys']):>6}  {loras}")
     click.echo(f"\n{'job':>5} {'char':>5} {'model':<14} {'status':<10} {'mode':<10} {'lora':>5}  skipped reason")
     for j in data["generation_jobs"]:
-        click.echo(f"{j['id']:>5} {j['character_id']:>5} {j['model']:<14} {j['status']:<10} {str(j['mode'] or '-'):<10} "
-                   f"{str(j['lora_model_id'] or '-'):>5}  {j['lora_skipped_reason'] or ''}")
+        click.echo(f"{j['id']:>5} {j['character_id']:>5} {j['model']:<14} {j['status']:<10} "
+                   f"{str(j['mode'] or '-'):<10} {str(j['lora_model_id'] or '-'):>5}  {j['lora_skipped_reason'] or ''}")
     m = data["metrics"]
     click.echo(
         f"\nLoRA usage {_pct(m['lora_usage_rate'])} · face match with LoRA {_pct(m['face_match_rate_with_lora'])}"

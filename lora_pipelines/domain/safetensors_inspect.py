@@ -1,4 +1,5 @@
-"""Read a LoRA's safetensors header (never its tensors): validate the layout, detect the base model, find the trigger word.
+"""Read a LoRA's safetensors header (never its tensors): validate the layout, detect the base model, find the
+trigger word.
 
 ComfyUI silently ignores a LoRA made for another base model, so the base model is read from the file itself:
 `modelspec.architecture`, then `ss_base_model_version`, then tensor key patterns. A file for a family we do not
@@ -132,7 +133,8 @@ def _read_header(fh: BinaryIO, size: int) -> _Header:
         if looks_pickled:
             raise not_safetensors
         if header_len > MAX_HEADER_BYTES:
-            raise InvalidLoraFileError(f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MB limit")
+            raise InvalidLoraFileError(
+                f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MB limit")
         raise InvalidLoraFileError(f"header length {header_len} runs past the end of the file ({size} bytes)")
     raw = fh.read(header_len)
     if looks_pickled and not raw.lstrip().startswith(b"{"):

@@ -33,5 +33,6 @@ def validate_trigger_word(word: object) -> str:
             f"trigger word is {len(word)} characters long; at most {MAX_TRIGGER_WORD_LENGTH} are allowed"
         )
     if not _TRIGGER_WORD_PATTERN.match(word):
-        raise InvalidTriggerWordError(f"invalid trigger word {word[:40]!r}: it may only use letters, digits, '_' and '-'")
+        raise InvalidTriggerWordError(
+            f"invalid trigger word {word[:40]!r}: it may only use letters, digits, '_' and '-'")
     return word

@@ -88,7 +88,9 @@ class FacePool:
     def analyze_many(
         self, sources: Sequence[Source], *, detect_max_side: int | None = 800, upsample: int = 1, chunk_size: int = 4
     ) -> list[BatchResult]:
-        """Faces in every photo (paths or bytes), in input order; a bad photo yields an error result, not an exception."""
+        """Faces in every photo (paths or bytes), in input order.
+
+        A bad photo yields an error result, not an exception."""
         items = list(enumerate(sources))
         if self.workers == 1 or (self._executor is None and len(items) <= 1):
             self._analyzer = self._analyzer or default_analyzer()
@@ -103,14 +105,15 @@ class FacePool:
         futures = [self._executor.submit(_analyze_chunk, chunk, detect_max_side, upsample) for chunk in chunks]
         results: list[BatchResult] = []
         broken = False
-        for chunk, future in zip(chunks, futures):
+        for chunk, future in zip(chunks, futures, strict=True):
             try:
                 results.extend(future.result())
             except Exception as exc:  # noqa: BLE001 - a crashed worker fails its chunk, not the batch
                 broken = True
                 message = f"face analysis worker failed ({exc.__class__.__name__}: {exc})"
                 results.extend(
-                    BatchResult(i, _name_of(src, i), error=f"{_name_of(src, i)}: {message}", error_reason="worker_failed")
+                    BatchResult(i, _name_of(src, i), error=f"{_name_of(src, i)}: {message}",
+                                error_reason="worker_failed")
                     for i, src in chunk
                 )
         if broken:

@@ -154,10 +154,12 @@ def build_training_dataset(
         if not faces:
             dropped.append(DroppedPhoto(name, "no_face", f"{name}: no face found", sha))
         elif len(faces) > 1:
-            dropped.append(DroppedPhoto(name, "multiple_faces", f"{name}: {len(faces)} faces; use photos of one person alone", sha))
+            dropped.append(DroppedPhoto(name, "multiple_faces",
+                                        f"{name}: {len(faces)} faces; use photos of one person alone", sha))
         elif faces[0].size < min_face_px:
             dropped.append(
-                DroppedPhoto(name, "face_too_small", f"{name}: face is {faces[0].size} px, need at least {min_face_px} px", sha)
+                DroppedPhoto(name, "face_too_small",
+                             f"{name}: face is {faces[0].size} px, need at least {min_face_px} px", sha)
             )
         else:
             candidates.append(_Candidate(name, sha, image, faces[0]))
@@ -165,7 +167,8 @@ def build_training_dataset(
     kept: list[_Candidate] = []
     for cand in sorted(candidates, key=lambda c: (-c.face.width * c.face.height, c.sha256, c.name)):
         twin = next(
-            (k for k in kept if k.sha256 == cand.sha256 or face_distance(k.face.embedding, cand.face.embedding) < duplicate_distance),
+            (k for k in kept
+             if k.sha256 == cand.sha256 or face_distance(k.face.embedding, cand.face.embedding) < duplicate_distance),
             None,
         )
         if twin is None:
@@ -187,10 +190,12 @@ def build_training_dataset(
     for number, cand in enumerate(kept, start=1):
         crop = aligned_crop(cand.image, cand.face, size=training_size)
         caption = f"a photo of {trigger_word}, {describe_face(cand.face, crop)}"
-        items.append(DatasetItem(cand.name, f"{number:03d}", to_png_bytes(crop), caption, cand.face.embedding, cand.sha256))
+        items.append(DatasetItem(cand.name, f"{number:03d}", to_png_bytes(crop), caption, cand.face.embedding,
+                                 cand.sha256))
 
     identity = check_identity({item.name: item.embedding for item in items}, threshold=identity_threshold)
-    settings = {"min_face_px": min_face_px, "duplicate_distance": duplicate_distance, "identity_threshold": identity_threshold}
+    settings = {"min_face_px": min_face_px, "duplicate_distance": duplicate_distance,
+                "identity_threshold": identity_threshold}
     manifest = _manifest(trigger_word, training_size, items, dropped, identity, settings)
     dataset_hash = hashlib.sha256(canonical_json(manifest).encode()).hexdigest()
     return TrainingDataset(trigger_word, training_size, items, dropped, identity, manifest, dataset_hash)

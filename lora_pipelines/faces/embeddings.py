@@ -61,7 +61,9 @@ def dlib_model_path(filename: str) -> str:
 
 
 class FaceAnalyzer:
-    """Loads dlib's models once, on first use (under a lock); the loaded models are read-only, so threads may share it."""
+    """Loads dlib's models once, on first use (under a lock).
+
+    The loaded models are read-only, so threads may share it."""
 
     def __init__(self, *, num_jitters: int = 0) -> None:
         self.num_jitters = num_jitters
@@ -111,7 +113,7 @@ class FaceAnalyzer:
         work_scale = img.width / work.width
         work_arr = small_arr if work is small else np.asarray(work)
         faces = []
-        for rect, score in zip(rects, scores):
+        for rect, score in zip(rects, scores, strict=True):
             f = small_scale / work_scale
             work_rect = dlib.rectangle(
                 round(rect.left() * f), round(rect.top() * f), round(rect.right() * f), round(rect.bottom() * f)

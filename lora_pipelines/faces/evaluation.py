@@ -15,7 +15,7 @@ def pair_distances(embeddings: Sequence[np.ndarray], identities: Sequence[str]) 
     if len(embeddings) != len(identities):
         raise ValueError(f"{len(embeddings)} embeddings but {len(identities)} identities")
     same, different = [], []
-    for (e1, id1), (e2, id2) in itertools.combinations(zip(embeddings, identities), 2):
+    for (e1, id1), (e2, id2) in itertools.combinations(zip(embeddings, identities, strict=True), 2):
         (same if id1 == id2 else different).append(face_distance(e1, e2))
     return np.array(same), np.array(different)
 

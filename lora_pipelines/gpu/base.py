@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse, TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.gpu.schemas import (
+    FaceSwapRequest,
+    GenerateRequest,
+    GenerateResponse,
+    TrainingPoll,
+    TrainingResult,
+    TrainingSpec,
+)
 
 
 @runtime_checkable

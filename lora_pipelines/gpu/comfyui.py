@@ -41,7 +41,9 @@ _PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")  # it goes into 
 
 
 def _kind(value: Any) -> str:
-    return "null" if value is None else {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
 
 
 class ComfyUIClient:
@@ -88,7 +90,8 @@ class ComfyUIClient:
     def check_loras_present(self, workflow: Mapping[str, Any]) -> None:
         """Refuse, before queueing, a workflow whose LoRA loaders name a file `/models/loras` does not list."""
         wanted = sorted({str(node.get("inputs", {}).get("lora_name")) for node in workflow.values()
-                         if isinstance(node, Mapping) and node.get("class_type") in ("LoraLoader", "LoraLoaderModelOnly")})
+                         if isinstance(node, Mapping)
+                         and node.get("class_type") in ("LoraLoader", "LoraLoaderModelOnly")})
         if not wanted:
             return
         missing = sorted(set(wanted) - set(self.list_loras()))
@@ -167,13 +170,15 @@ class ComfyUIClient:
             output = self._object(outputs[node_id], "/history", f"outputs[{node_id!r}]", prompt_id)
             listed = output.get("images", [])
             if not isinstance(listed, list):
-                raise self._malformed("/history", f"outputs[{node_id!r}].images is a JSON {_kind(listed)}, expected an array",
+                raise self._malformed("/history",
+                                      f"outputs[{node_id!r}].images is a JSON {_kind(listed)}, expected an array",
                                       prompt_id)
             for image in listed:
                 image = self._object(image, "/history", f"an image of node {node_id}", prompt_id)
                 params = {"filename": self._field(image, "filename", str, "/history", prompt_id),
                           "subfolder": str(image.get("subfolder", "")), "type": str(image.get("type", "output"))}
-                images.append(self.http.request("GET", "/view", endpoint="/view", call_id=prompt_id, params=params).content)
+                images.append(
+                    self.http.request("GET", "/view", endpoint="/view", call_id=prompt_id, params=params).content)
         return images
 
     def run(self, workflow: Mapping[str, Any], timeout_s: float) -> tuple[str, list[bytes]]:

@@ -27,4 +27,4 @@ def download_verified(http: RetryingHttp, url: str, dest: Path, sha256: str | No
         return dest
 
     return Retrying(retry=retry_if_exception_type(GpuTransientError), stop=stop_after_attempt(attempts),
-                    wait=wait_exponential_jitter(initial=0.2, max=2.0), reraise=True)(once)
+                    wait=wait_exponential_jitter(multiplier=0.2, max=2.0), reraise=True)(once)

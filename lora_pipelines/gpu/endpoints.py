@@ -33,7 +33,8 @@ class ModalEndpointsClient:
     def generate(self, route: str, request: GenerateRequest) -> GenerateResponse:
         route = route.strip("/")
         if route not in GENERATION_ROUTES or route == "face-swap":
-            raise ValueError(f"unknown generation route {route!r}; use one of flux-lora, qwen-image-2512-lora, standard")
+            raise ValueError(
+                f"unknown generation route {route!r}; use one of flux-lora, qwen-image-2512-lora, standard")
         return self._post(route, request.model_dump(mode="json"))
 
     def face_swap(self, request: FaceSwapRequest) -> GenerateResponse:

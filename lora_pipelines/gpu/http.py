@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -31,7 +32,8 @@ MAX_REDIRECTS = 5
 class RetryingHttp:
     """httpx with the GPU-call policy. `backend` names the service in every error it raises."""
 
-    def __init__(self, backend: str, base_url: str, *, timeout_s: float = 120.0, headers: Mapping[str, str] | None = None,
+    def __init__(self, backend: str, base_url: str, *, timeout_s: float = 120.0,
+                 headers: Mapping[str, str] | None = None,
                  secrets: Iterable[str | None] = (), attempts: int = 4, backoff_initial_s: float = 0.2,
                  backoff_max_s: float = 5.0, transport: httpx.BaseTransport | None = None) -> None:
         self.backend = backend
@@ -46,9 +48,11 @@ class RetryingHttp:
         self._credential_headers = list(headers or {})
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=dict(headers or {}), transport=transport,
                                     follow_redirects=False)
+        # a client dropped without close() (a cached context replaced, say) still closes its connections
+        self._close = weakref.finalize(self, self._client.close)
 
     def close(self) -> None:
-        self._client.close()
+        self._close()
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
@@ -80,7 +84,8 @@ class RetryingHttp:
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, GpuTransientError)),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(deadline),
-            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s, jitter=self.backoff_initial_s),
+            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s,
+                                         jitter=self.backoff_initial_s),
             before_sleep=_honour_retry_after,
             reraise=True,
         )
@@ -89,8 +94,10 @@ class RetryingHttp:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """`request` + a JSON body; a body that does not parse is treated as cut short (transient) and retried."""
         endpoint, call_id = kwargs.get("endpoint") or path, kwargs.get("call_id")
-        retrying = Retrying(retry=retry_if_exception(lambda e: isinstance(e, _Truncated)), stop=stop_after_attempt(self.attempts),
-                            wait=wait_exponential_jitter(initial=self.backoff_initial_s, max=self.backoff_max_s), reraise=True)
+        retrying = Retrying(retry=retry_if_exception(lambda e: isinstance(e, _Truncated)),
+                            stop=stop_after_attempt(self.attempts),
+                            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
+                            reraise=True)
         try:
             return retrying(lambda: _parse_json(self.request(method, path, **kwargs)))
         except _Truncated as exc:
@@ -117,7 +124,8 @@ class RetryingHttp:
             following = response.next_request
             if following is None:
                 return response
-            if (following.url.scheme, following.url.host, following.url.port) != (origin.scheme, origin.host, origin.port):
+            target = (following.url.scheme, following.url.host, following.url.port)
+            if target != (origin.scheme, origin.host, origin.port):
                 for name in self._credential_headers:
                     following.headers.pop(name, None)
             response = self._client.send(following)

@@ -115,7 +115,8 @@ class ModalTrainingBackend:
         with self._keys() as calls:
             if spec.idempotency_key in calls:
                 return calls[spec.idempotency_key]
-            call_id = self._call("spawn", None, lambda: self.caller.spawn(self.app, self.function, spec.model_dump(mode="json")))
+            call_id = self._call("spawn", None,
+                                 lambda: self.caller.spawn(self.app, self.function, spec.model_dump(mode="json")))
             calls[spec.idempotency_key] = call_id
             return call_id
 
@@ -129,10 +130,12 @@ class ModalTrainingBackend:
         except Exception as exc:  # noqa: BLE001 - classified below by Modal's exception names
             names = _names(exc)
             if "OutputExpiredError" in names:
-                return TrainingPoll(call_id=call_id, state="failed", error="expired: the call's results are no longer kept by Modal")
+                return TrainingPoll(call_id=call_id, state="failed",
+                                    error="expired: the call's results are no longer kept by Modal")
             if "NotFoundError" in names:
                 return TrainingPoll(call_id=call_id, state="lost", error=f"Modal does not know call {call_id}")
-            return TrainingPoll(call_id=call_id, state="failed", error=f"training function raised {type(exc).__name__}: {exc}")
+            return TrainingPoll(call_id=call_id, state="failed",
+                                error=f"training function raised {type(exc).__name__}: {exc}")
         return self._finished(call_id, value)
 
     def cancel(self, call_id: str) -> None:
@@ -194,7 +197,8 @@ class ModalTrainingBackend:
         payload = {"volume_path": volume_path, "offset": offset, "length": length}
         try:
             value = self._call(self.read_function, None,
-                               lambda: self.caller.call(self.app, self.read_function, payload), timeout_s=self.read_timeout_s)
+                               lambda: self.caller.call(self.app, self.read_function, payload),
+                               timeout_s=self.read_timeout_s)
         except GpuBackendError:
             raise
         except Exception as exc:  # noqa: BLE001 - the remote refusal (bad path, missing file) or an SDK error
@@ -205,8 +209,9 @@ class ModalTrainingBackend:
                                     backend=self.name, endpoint=self.read_function) from None
         if not isinstance(value, (bytes, bytearray)) or len(value) > length:
             got = f"{len(value)} bytes" if isinstance(value, (bytes, bytearray)) else type(value).__name__
-            raise GpuMalformedResponseError(f"{where} at offset {offset} returned {got}; expected at most {length} bytes",
-                                            backend=self.name, endpoint=self.read_function)
+            raise GpuMalformedResponseError(
+                f"{where} at offset {offset} returned {got}; expected at most {length} bytes",
+                backend=self.name, endpoint=self.read_function)
         return bytes(value)
 
     def _finished(self, call_id: str, value: Any) -> TrainingPoll:
@@ -222,7 +227,7 @@ class ModalTrainingBackend:
     def _call(self, endpoint: str, call_id: str | None, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
         """Run one SDK call with a timeout; retry Modal's transient errors (connection, internal, exhausted)."""
         return Retrying(retry=retry_if_exception_type(GpuTransientError), stop=stop_after_attempt(self.attempts),
-                        wait=wait_exponential_jitter(initial=0.5, max=8.0), reraise=True)(
+                        wait=wait_exponential_jitter(multiplier=0.5, max=8.0), reraise=True)(
             lambda: self._bounded(endpoint, call_id, fn, timeout_s=timeout_s))
 
     def _bounded(self, endpoint: str, call_id: str | None, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:

@@ -38,8 +38,9 @@ class TrainingSpec(_Strict):
     dataset_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     trigger_word: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     # The Modal app writes the file at {volume}/{output_key}: a pattern, so no key climbs out with '..' or '/'.
-    output_key: str = Field(pattern=_LORA_KEY,
-                            description="object key the artifact belongs at: loras/{model}-character-{id}/{jobId}.safetensors")
+    output_key: str = Field(
+        pattern=_LORA_KEY,
+        description="object key the artifact belongs at: loras/{model}-character-{id}/{jobId}.safetensors")
     steps: int = Field(default=1000, ge=1, le=20000)
     rank: int = Field(default=16, ge=1, le=256)
     learning_rate: float = Field(default=1e-4, gt=0, le=1e-2)
@@ -53,7 +54,8 @@ class TrainingResult(_Strict):
     trigger_word: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(ge=0)
-    object_key: str | None = Field(default=None, description="set when the GPU side uploaded to the object store itself")
+    object_key: str | None = Field(default=None,
+                                   description="set when the GPU side uploaded to the object store itself")
     download_url: str | None = Field(default=None, description="where to fetch the file when it did not")
     volume_path: str | None = None
     upload_error: str | None = Field(default=None, description="object-store upload failure; the volume copy remains")

@@ -19,6 +19,9 @@ SERVICE_MODULE = "sim_gpu"
 STATE_FILE = "sim_gpu.json"
 START_TIMEOUT_S = 60.0
 IDLE_EXIT_S = 1800.0
+# Services started here outlive this process by design; holding their handles keeps Popen from warning, when one
+# is garbage-collected, that its process is still running.
+_STARTED: list[subprocess.Popen] = []
 
 
 class SimGpuStartError(RuntimeError):
@@ -45,7 +48,8 @@ def _wait_healthy(base_url: str, timeout_s: float, process: subprocess.Popen | N
         if is_healthy(base_url, timeout_s=1.0):
             return
         if process is not None and process.poll() is not None:
-            raise SimGpuStartError(f"simulated GPU service exited with code {process.returncode} before answering /health")
+            raise SimGpuStartError(
+                f"simulated GPU service exited with code {process.returncode} before answering /health")
         time.sleep(0.1)
     raise SimGpuStartError(f"simulated GPU service at {base_url} did not answer /health within {timeout_s:.0f}s")
 
@@ -87,9 +91,10 @@ def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), ti
                "--idle-exit-seconds", str(idle_exit_s)]
         for r in roots:
             cmd += ["--allow-root", r]
-        log = (root / "sim_gpu.log").open("ab")
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=os.environ.copy())
+        with (root / "sim_gpu.log").open("ab") as log:  # the child keeps its own copy of the handle
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, env=os.environ.copy())
+        _STARTED.append(process)
         _wait_healthy(url, timeout_s, process)
         state.write_text(json.dumps({"url": url, "pid": process.pid, "home": str(root)}))
         return url

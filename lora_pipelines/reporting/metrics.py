@@ -10,7 +10,7 @@ fallback_success_rate    succeeded / finished jobs that could not use a LoRA
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -57,7 +57,7 @@ class Rate:
 
 def _window(since: datetime | None, hours: float | None):
     if since is None and hours is not None:
-        since = datetime.now(timezone.utc) - timedelta(hours=hours)
+        since = datetime.now(UTC) - timedelta(hours=hours)
     return [J.finished_at >= since] if since is not None else []
 
 
@@ -65,7 +65,8 @@ def _rate(db: Database, base: list, success, offender_order=None) -> Rate:
     with db.session(readonly=True) as session:
         denominator = session.scalar(sa.select(sa.func.count()).select_from(J).where(*base)) or 0
         numerator = session.scalar(sa.select(sa.func.count()).select_from(J).where(*base, success)) or 0
-        query = sa.select(J.id).where(*base, sa.not_(success)).order_by(*(offender_order or [J.id.desc()])).limit(OFFENDERS)
+        query = (sa.select(J.id).where(*base, sa.not_(success))
+                 .order_by(*(offender_order or [J.id.desc()])).limit(OFFENDERS))
         offenders = list(session.scalars(query))
     return Rate(numerator, denominator, offenders)
 
@@ -165,4 +166,4 @@ def headline(db: Database, *, since=None, hours=None) -> dict[str, float | None]
         c = [int(v) for v in session.execute(query).one()]
     rates = [Rate(c[i + 1], c[i]) for i in range(0, 10, 2)]
     return dict(zip(("lora_usage_rate", "face_match_rate_with_lora", "face_match_rate_without_lora",
-                     "generation_success_rate", "fallback_success_rate"), (r.value for r in rates)))
+                     "generation_success_rate", "fallback_success_rate"), (r.value for r in rates), strict=True))

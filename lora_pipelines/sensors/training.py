@@ -9,7 +9,6 @@ from lora_pipelines.partitions import characters_partitions, partition_key
 from lora_pipelines.planning.training import CharacterCursor, plan_new_character_training, plan_training_completion
 from lora_pipelines.resources import PipelineResource
 
-
 DEAD_RUN_SLACK_SECONDS = 600
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]

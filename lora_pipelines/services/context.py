@@ -30,7 +30,8 @@ class PipelineContext:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PipelineContext:
         settings = settings or load_settings()
-        return cls(settings=settings, db=Database(settings.resolved_database_url), store=open_store_from_settings(settings))
+        return cls(settings=settings, db=Database(settings.resolved_database_url),
+                   store=open_store_from_settings(settings))
 
     @property
     def gpu(self) -> GpuServices:

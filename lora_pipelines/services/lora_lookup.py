@@ -48,11 +48,13 @@ def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate) -> Inspect
         try:
             ctx.store.download_file(candidate.model_path, local)
         except Exception as exc:  # noqa: BLE001 - any store failure means "unreachable"; the reason is recorded
-            return InspectOutcome.failure("lora_file_unreachable", f"{candidate.model_path}: {exc.__class__.__name__}: {exc}")
+            return InspectOutcome.failure("lora_file_unreachable",
+                                          f"{candidate.model_path}: {exc.__class__.__name__}: {exc}")
         digest = sha256_of_file(local)
         if digest != candidate.sha256:
             return InspectOutcome.failure(
-                "checksum_mismatch", f"{candidate.model_path}: sha256 {digest[:12]}… != recorded {str(candidate.sha256)[:12]}…"
+                "checksum_mismatch",
+                f"{candidate.model_path}: sha256 {digest[:12]}… != recorded {str(candidate.sha256)[:12]}…",
             )
         try:
             inspection = inspect_lora_file(local)

@@ -264,7 +264,8 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             size_bytes=info.size_bytes, error=None,
         )
     else:
-        failed = [name for name, ok in (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok)) if not ok]
+        outcomes = (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok))
+        failed = [name for name, ok in outcomes if not ok]
         repo.transition(row.id, "failed", error="artifact verification failed: " + ", ".join(failed))
     return checks
 

@@ -7,6 +7,7 @@ a read-then-write transaction can then never lose a race to another writer.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,8 @@ class Database:
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # a Database dropped without dispose() still closes its pooled connections
+        weakref.finalize(self, self.engine.dispose)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Database:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lora_pipelines.domain.prompts import clean_prompt
 from lora_pipelines.workflows.comfy_schema import validate_prompt
@@ -107,7 +107,8 @@ def build_z_image_danrisi(prompt: str, negative: str, seed: int, steps: int, wid
 
 def build_z_image_pulid(prompt: str, negative: str, seed: int, steps: int, width: int, height: int,
                         reference_image: str | None = None) -> Workflow:
-    return _z_image_graph(prompt, negative, seed, steps, width, height, _need_reference("z-image-pulid", reference_image))
+    return _z_image_graph(prompt, negative, seed, steps, width, height,
+                          _need_reference("z-image-pulid", reference_image))
 
 
 def build_flux_pulid(prompt: str, negative: str, seed: int, steps: int, width: int, height: int,
@@ -270,7 +271,8 @@ def parameterize_workflow(template: Mapping[str, Any], prompt: str, *, negative_
     positives.discard("")
     negatives.discard("")
     if len(positives) != 1:
-        raise InvalidWorkflowError(f"template needs exactly one positive CLIPTextEncode feeding a sampler, found {len(positives)}")
+        raise InvalidWorkflowError(
+            f"template needs exactly one positive CLIPTextEncode feeding a sampler, found {len(positives)}")
     positive = positives.pop()
     workflow[positive]["inputs"]["text"] = prompt
     for node_id in negatives - {positive}:

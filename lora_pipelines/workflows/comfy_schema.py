@@ -50,7 +50,8 @@ def load_object_info_files(*paths: Any) -> dict[str, Any]:
     """Merge `/object_info` dumps read from disk (plain or .gz JSON), later files overriding earlier ones."""
     merged: dict[str, Any] = {}
     for path in paths:
-        raw = open(path, "rb").read()
+        with open(path, "rb") as fh:
+            raw = fh.read()
         if str(path).endswith(".gz"):
             raw = gzip.decompress(raw)
         merged.update(json.loads(raw))
@@ -67,7 +68,8 @@ def file_combo_folders() -> dict[str, dict[str, list[str]]]:
     return copy.deepcopy(_cached_file_combos())
 
 
-def with_available_files(object_info: Mapping[str, Any], available_files: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def with_available_files(object_info: Mapping[str, Any],
+                         available_files: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """The `/object_info` a pod holding `available_files` would serve: file combos list those files."""
     filled = copy.deepcopy(dict(object_info))
     for class_type, inputs in _cached_file_combos().items():
@@ -199,8 +201,10 @@ class _Validator:
                 # Outside the try, as on the server: a missing node or bad slot escapes to the caller's handler.
                 received_type = self.object_info[self.prompt[o_id]["class_type"]]["output"][slot]
                 if not validate_node_input(received_type, input_type):
-                    errors.append({"type": "return_type_mismatch", "message": "Return type mismatch between linked nodes",
-                                   "details": f"{name}, received_type({received_type}) mismatch input_type({input_type})",
+                    errors.append({"type": "return_type_mismatch",
+                                   "message": "Return type mismatch between linked nodes",
+                                   "details": f"{name}, received_type({received_type}) "
+                                              f"mismatch input_type({input_type})",
                                    "extra_info": {"input_name": name, "input_config": info,
                                                   "received_type": received_type, "linked_node": val}})
                     continue
@@ -248,7 +252,8 @@ class _Validator:
                 files = None if self.available_files is None else self.available_files.get("input")
                 if files is not None and val not in files:
                     errors.append({"type": "custom_validation_failed", "message": "Custom validation failed for node",
-                                   "details": f"{name} - Invalid image file: {val}", "extra_info": {"input_name": name}})
+                                   "details": f"{name} - Invalid image file: {val}",
+                                   "extra_info": {"input_name": name}})
                 continue
 
             if "min" in extra_info and _lt(val, extra_info["min"]):
@@ -312,7 +317,8 @@ def validate_prompt(prompt: Mapping[str, Any], object_info: Mapping[str, Any] | 
     outputs: list[str] = []
     for node_id, node in prompt.items():
         if not isinstance(node, Mapping) or "class_type" not in node:
-            return _invalid("Cannot execute because a node is missing the class_type property.", f"Node ID '#{node_id}'")
+            return _invalid("Cannot execute because a node is missing the class_type property.",
+                            f"Node ID '#{node_id}'")
         class_type = node["class_type"]
         if not isinstance(class_type, str) or class_type not in object_info:
             return _invalid(f"Cannot execute because node {class_type} does not exist.", f"Node ID '#{node_id}'")

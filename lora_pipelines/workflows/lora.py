@@ -42,7 +42,8 @@ def _links_to(value: Any, node_id: str, slot: int) -> bool:
 def _only(workflow: Mapping[str, Any], classes: tuple[str, ...], what: str) -> str | None:
     found = [node_id for node_id, node in workflow.items() if node.get("class_type") in classes]
     if len(found) > 1:
-        raise InvalidWorkflowError(f"workflow has {len(found)} {what} ({', '.join(found)}); cannot tell where the LoRA goes")
+        raise InvalidWorkflowError(
+            f"workflow has {len(found)} {what} ({', '.join(found)}); cannot tell where the LoRA goes")
     return found[0] if found else None
 
 
@@ -60,7 +61,8 @@ def insert_lora(workflow: Mapping[str, Any], lora_name: str, strength_model: flo
             raise InvalidWorkflowError(f"{what} must be a number in [-100, 100], got {value!r}")
     existing = [node_id for node_id, node in workflow.items() if node.get("class_type") in LORA_NODES]
     if existing:
-        raise InvalidWorkflowError(f"workflow already has a LoRA loader (node {existing[0]}); only one LoRA is inserted")
+        raise InvalidWorkflowError(
+            f"workflow already has a LoRA loader (node {existing[0]}); only one LoRA is inserted")
 
     model_loader = _only(workflow, MODEL_LOADERS, "diffusion-model loaders")
     if model_loader is None:

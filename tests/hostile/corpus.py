@@ -61,7 +61,8 @@ def bilevel_png(width: int, height: int, *, rows: int | None = None) -> bytes:
     compressor = zlib.compressobj(9)
     parts = [compressor.compress(row) for _ in range(height if rows is None else rows)]
     parts.append(compressor.flush())
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts))
+            + _png_chunk(b"IEND", b""))
 
 
 def image_cases() -> list[Case]:
@@ -72,12 +73,14 @@ def image_cases() -> list[Case]:
     landscape.save(png, format="PNG")
     png_bytes = png.getvalue()
     idat = png_bytes.index(b"IDAT") + 4
-    broken_png = png_bytes[:idat + 20] + bytes(b ^ 0x5A for b in png_bytes[idat + 20:idat + 400]) + png_bytes[idat + 400:]
+    scrambled = bytes(b ^ 0x5A for b in png_bytes[idat + 20:idat + 400])
+    broken_png = png_bytes[:idat + 20] + scrambled + png_bytes[idat + 400:]
     gif = io.BytesIO()
     landscape.save(gif, format="GIF")
     return [
         Case("empty_file.jpg", b"", "empty file", "corrupt_image"),
-        Case("text_file_renamed.jpg", b"these are my holiday notes, not a photo\n" * 4, "not an image", "corrupt_image"),
+        Case("text_file_renamed.jpg", b"these are my holiday notes, not a photo\n" * 4, "not an image",
+             "corrupt_image"),
         Case("svg_renamed.png", b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="9"/></svg>', "not an image",
              "corrupt_image"),
         Case("random_bytes.webp", np.random.default_rng(1).bytes(4096), "not an image", "corrupt_image"),
@@ -159,7 +162,8 @@ def safetensors_cases() -> list[Case]:
         Case("negative_offsets.safetensors",
              safetensors_bytes({"w": _f32([-16, 0], [4])}, b"\x00" * 16), "invalid data_offsets"),
         Case("metadata_not_strings.safetensors",
-             safetensors_bytes({"__metadata__": {"steps": 1000}, "w": _f32([0, 16], [4])}, b"\x00" * 16), "not a string"),
+             safetensors_bytes({"__metadata__": {"steps": 1000}, "w": _f32([0, 16], [4])}, b"\x00" * 16),
+             "not a string"),
         Case("no_tensors.safetensors", safetensors_bytes({"__metadata__": {}}), "no tensors"),
         Case("pickle_renamed.safetensors", pickle.dumps({"lora_down.weight": [0.0] * 8}, protocol=4), "pickle"),
         Case("torch_zip_renamed.safetensors", _torch_zip(), "pickle"),
