@@ -48,6 +48,7 @@ from lora_pipelines.planning.training import CharacterCursor, plan_new_character
 from lora_pipelines.reporting import metrics
 from lora_pipelines.services import lora_lookup
 from lora_pipelines.services.reaper import requeue_stale_generations
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
@@ -279,7 +280,7 @@ def _report_sql_before(db: Database, hours: float) -> tuple[int]:
     backend x day, every character's name, the same LoRA training queries."""
     import pandas as pd
 
-    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    since = datetime.now(UTC) - timedelta(hours=hours)
     J = queries.J
     with db.engine.connect() as conn:
         day, day_text = queries._day(conn, J.finished_at)

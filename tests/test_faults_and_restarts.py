@@ -21,7 +21,8 @@ from lora_pipelines.services import training as training_svc
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.generation import run_generation_job
 from lora_pipelines.services.reaper import requeue_stale_generations
-from lora_pipelines.store.objects.local import LocalObjectStore
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects import ObjectStoreError
 from lora_pipelines.store.objects.local import LocalObjectStore
 from pipeline_helpers import open_world, person_photos

@@ -309,11 +309,11 @@ def test_character_add_cli_with_a_hostile_name(tmp_path, lp_home, label):
 def generation_world(tmp_path_factory):
     """A PipelineContext on a tmp home, the simulated GPU in this process, and a character with a ready flux
     LoRA (a valid file in the store) so prompts take the LoRA route and get its trigger word."""
-    from sim_gpu.files import lora_file_bytes
-    from sim_gpu.server import SimGpuServer
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.settings import Settings
     from lora_pipelines.store.lora_models import LoraModelsRepository
+    from sim_gpu.files import lora_file_bytes
+    from sim_gpu.server import SimGpuServer
 
     home = tmp_path_factory.mktemp("generation_world")
     with pytest.MonkeyPatch.context() as mp, SimGpuServer(home / "sim", allowed_roots=[home / "objects"],

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import _need
 
+from conftest import _need
 from lora_pipelines.cli import main as cli
 from lora_pipelines.domain import lora_format
 from lora_pipelines.domain.lora_selection import CharacterFacts, InspectOutcome, LoraCandidate, select_lora

@@ -20,8 +20,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from lora_pipelines.reporting import metrics
 from lora_pipelines.planning.training import CharacterCursor
+from lora_pipelines.reporting import metrics
+from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository

@@ -223,14 +223,14 @@ def secret_world(secret_env, pg_url_with_password, s3_bucket, tmp_path, faces_di
     Dagster resources read from the environment as in production, a character with a photo and a ready flux
     LoRA (so generation hands the backend a presigned URL)."""
     import dagster as dg
-    from pipeline_helpers import BASE_ENV, build_definitions
 
     from lora_pipelines.domain.keys import lora_key
-    from sim_gpu.files import lora_file_bytes
-    from sim_gpu.server import SimGpuServer
     from lora_pipelines.services.characters import add_character
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.store.lora_models import LoraModelsRepository
+    from pipeline_helpers import BASE_ENV, build_definitions
+    from sim_gpu.files import lora_file_bytes
+    from sim_gpu.server import SimGpuServer
 
     endpoint, bucket = s3_bucket
     env = {**BASE_ENV, "LORA_PIPELINES_HOME": str(tmp_path / "home"),

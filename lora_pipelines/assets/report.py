@@ -4,7 +4,7 @@ The Dagster half of the report: the check results this instance recorded go in a
 report comes back as materialization metadata.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -49,7 +49,7 @@ def latest_check_results(instance: dg.DagsterInstance) -> dict[str, "CheckOutcom
             source=f"dagster run {record.run_id[:8]}", passed=bool(evaluation.passed),
             severity=evaluation.severity.value, rate=None if rate is None or rate < 0 else float(rate),
             target=meta.get("target"), numerator=meta.get("numerator"), denominator=meta.get("denominator"),
-            evaluated_at=datetime.fromtimestamp(record.create_timestamp, timezone.utc).isoformat(timespec="seconds"),
+            evaluated_at=datetime.fromtimestamp(record.create_timestamp, UTC).isoformat(timespec="seconds"),
             description=evaluation.description or "",
         )
     return results

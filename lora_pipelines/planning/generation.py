@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from lora_pipelines.store.database import Database
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
@@ -32,7 +32,7 @@ def plan_pending_generations(
     # pending jobs behind the cursor whose batch run died before claiming them: their run key is spent. The key
     # names how many stale periods the job has waited, so an orphan run that dies too is followed by another.
     retried = {b.job_ids[0] for b in batches}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for job in repo.list(status="pending", limit=batch_size * max_batches):
         if job.id > after_id:
             break

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lora_pipelines.gpu.schemas import TrainingPoll
-from lora_pipelines.store.database import Database
 from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.database import Database
 from lora_pipelines.store.lora_models import LoraModelsRepository
 
 ENDED = ("succeeded", "failed", "lost")

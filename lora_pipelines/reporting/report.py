@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ class QualityReport:
 
 def utc_today() -> date:
     """Reports are named by the UTC date, like every timestamp they count."""
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def build_report(
@@ -118,7 +118,7 @@ def normalize_since(since: date | datetime | None) -> datetime | None:
     if isinstance(since, datetime):
         if since.tzinfo is None:
             raise ValueError(f"since {since.isoformat()} has no timezone; pass an aware datetime (UTC) or a date")
-        return since.astimezone(timezone.utc)
+        return since.astimezone(UTC)
     if isinstance(since, date):
-        return datetime.combine(since, time.min, tzinfo=timezone.utc)
+        return datetime.combine(since, time.min, tzinfo=UTC)
     raise TypeError(f"since must be a date or datetime, got {type(since).__name__}")
