@@ -43,6 +43,9 @@ from lora_pipelines.gpu.sim_training import TrainingCalls
 FAULTS_ENV = "LORA_PIPELINES_SIM_FAULTS"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\Z")
 HANG_SECONDS = 600.0
+# What /system_stats reports. The node schema served is v0.3.64's (plus PuLID-Flux ll); the nodes Z-Image uses did
+# not change up to v0.3.75, the first release that loads Z-Image, so the simulated pod reports that release.
+SIM_COMFYUI_VERSION = "0.3.75"
 _INJECTORS: list[FaultInjector] = []  # of the apps in this process; the idle watchdog reads the last one
 
 
@@ -55,6 +58,7 @@ class SimConfig:
     training_seconds: float = 1.5
     step_ms: float = 10.0  # simulated sampling time per step, for generation and ComfyUI prompts
     faults: FaultConfig = field(default_factory=FaultConfig)
+    comfyui_version: str = SIM_COMFYUI_VERSION
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -249,6 +253,14 @@ def create_app(config: SimConfig) -> FastAPI:
                                 duration_ms=(time.perf_counter() - started) * 1000)
 
     # ---------------- ComfyUI subset ----------------
+    @app.get("/system_stats")
+    def system_stats(_plan=Depends(faults("system_stats"))) -> Any:
+        # The shape of ComfyUI's server.py; the numbers describe no real machine.
+        return {"system": {"os": os.name, "ram_total": 0, "ram_free": 0, "comfyui_version": config.comfyui_version,
+                           "python_version": "", "pytorch_version": "", "embedded_python": False, "argv": []},
+                "devices": [{"name": "simulated", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
+                             "torch_vram_total": 0, "torch_vram_free": 0}]}
+
     @app.get("/object_info")
     def object_info(_plan=Depends(faults("object_info"))) -> Any:
         return comfy.object_info()
@@ -446,13 +458,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-root", action="append", default=[], type=Path, help="folder file:// URLs may read")
     parser.add_argument("--faults", default=os.environ.get(FAULTS_ENV), help="fault JSON, or a file holding it")
     parser.add_argument("--training-seconds", type=float, default=1.5)
+    parser.add_argument("--comfyui-version", default=SIM_COMFYUI_VERSION, help="what /system_stats reports")
     parser.add_argument("--idle-exit-seconds", type=float, default=None,
                         help="exit after this long without requests, or as soon as --home is deleted")
     args = parser.parse_args(argv)
     if args.idle_exit_seconds:
         _exit_when_idle(args.home.resolve(), args.idle_exit_seconds)
     serve(SimConfig(home=args.home, allowed_roots=args.allow_root, training_seconds=args.training_seconds,
-                    faults=load_faults(args.faults), modal_key=os.environ.get("LORA_PIPELINES_SIM_MODAL_KEY"),
+                    faults=load_faults(args.faults), comfyui_version=args.comfyui_version,
+                    modal_key=os.environ.get("LORA_PIPELINES_SIM_MODAL_KEY"),
                     modal_secret=os.environ.get("LORA_PIPELINES_SIM_MODAL_SECRET")),
           host=args.host, port=args.port)
 
