@@ -257,7 +257,9 @@ def create_app(config: SimConfig) -> FastAPI:
     def system_stats(_plan=Depends(faults("system_stats"))) -> Any:
         # The shape of ComfyUI's server.py; the numbers describe no real machine.
         return {"system": {"os": os.name, "ram_total": 0, "ram_free": 0, "comfyui_version": config.comfyui_version,
-                           "python_version": "", "pytorch_version": "", "embedded_python": False, "argv": []},
+                           "required_frontend_version": "", "installed_templates_version": "",
+                           "required_templates_version": "", "python_version": "", "pytorch_version": "",
+                           "embedded_python": False, "argv": []},
                 "devices": [{"name": "simulated", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
                              "torch_vram_total": 0, "torch_vram_free": 0}]}
 
