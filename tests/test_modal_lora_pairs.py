@@ -18,7 +18,7 @@ from lora_pipelines.domain.keys import InvalidIdError, expert_key, lora_expert_k
 from lora_pipelines.domain.lora_format import lora_tensor_shapes
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.gpu.schemas import ExpertFile, ExpertRef, GenerateRequest, LoraRef, TrainingResult
-from modal_apps import artifacts, generation_service, trainer_config
+from modal_apps import generation_service, trainer_config
 from modal_apps.diffusers_runner import DiffusersRunner
 from modal_apps.generation_service import GenerationService, InputRejected
 from modal_apps.lora_cache import CachedLora, LoraCache
@@ -243,8 +243,9 @@ class RecordingRunner:
 
     def text_to_image(self, request, *, lora):
         self.loras.append(lora)
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         buffer = io.BytesIO()
         Image.new("RGB", (8, 8)).save(buffer, format="PNG")
