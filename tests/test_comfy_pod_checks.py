@@ -14,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from lora_pipelines.gpu.comfyui import ComfyUIClient, PodNotReadyError, UnknownNodeTypeError
 from lora_pipelines.gpu.errors import GpuPermanentError
@@ -52,7 +53,7 @@ class Pod:
     """A stand-in ComfyUI server over real HTTP: /system_stats, /object_info (core nodes, optionally PuLID's) with
     the model files it holds, /models/loras and /prompt; counts requests per path."""
 
-    def __init__(self, *, version: str | None, pulid: bool, files: dict[str, list[str]]) -> None:
+    def __init__(self, *, version: str | None, pulid: bool, files: dict[str, list[str]], stats: bool = True) -> None:
         self.version, self.pulid, self.files = version, pulid, files
         self.requests: dict[str, int] = {}
         app = FastAPI()
@@ -63,6 +64,8 @@ class Pod:
         @app.get("/system_stats")
         def system_stats():
             count("/system_stats")
+            if not stats:
+                return JSONResponse({}, status_code=404)
             system = {"os": "posix", "python_version": "3.12", "comfyui_version": self.version}
             return {"system": {k: v for k, v in system.items() if v is not None}, "devices": []}
 
@@ -182,11 +185,12 @@ def test_a_model_file_added_after_the_first_look_is_found():
         assert client.check_pod(z_image()).base_model == "z-image-turbo"
 
 
-def test_a_pod_that_does_not_say_its_version_is_refused():
-    with Pod(version=None, pulid=True, files=copy.deepcopy(POD_MODEL_FILES)) as pod:
+@pytest.mark.parametrize("stats", [True, False], ids=["no version field", "no /system_stats route"])
+def test_a_pod_that_does_not_say_its_version_is_refused(stats):
+    with Pod(version=None, pulid=True, files=copy.deepcopy(POD_MODEL_FILES), stats=stats) as pod:
         with pytest.raises(PodNotReadyError, match=r"does not report its ComfyUI version.*>= 0\.3\.75"):
             ComfyUIClient(pod.url).check_pod(z_image())
-        assert pod.requests.get("/prompt") is None
+        assert pod.requests.get("/prompt") is None and pod.requests["/system_stats"] == 1
 
 
 def test_a_users_template_is_checked_by_what_it_loads():

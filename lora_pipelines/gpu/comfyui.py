@@ -121,7 +121,12 @@ class ComfyUIClient:
 
     def comfyui_version(self) -> str | None:
         """`system.comfyui_version` of `GET /system_stats` (server.py); None when the server does not say."""
-        system = self.system_stats().get("system")
+        try:
+            system = self.system_stats().get("system")
+        except GpuPermanentError as exc:
+            if exc.status_code == 404:  # a server without the route is older than any version we accept
+                return None
+            raise
         version = system.get("comfyui_version") if isinstance(system, dict) else None
         return version if isinstance(version, str) and version else None
 
