@@ -116,7 +116,8 @@ def pod_needs(workflow: Mapping[str, Any]) -> PodNeeds:
     node_types = tuple(sorted({str(node.get("class_type")) for node in workflow.values()}))
     packs = tuple(pack for pack in NODE_PACKS if set(pack.node_types) & set(node_types))
     base_model = _graph_base_model(workflow)
-    version, reason = BASELINE_COMFYUI_VERSION, f"the node schema these graphs are checked against, ComfyUI v{BASELINE_COMFYUI_VERSION}"
+    version = BASELINE_COMFYUI_VERSION
+    reason = f"the node schema these graphs are checked against, ComfyUI v{BASELINE_COMFYUI_VERSION}"
     if base_model in BASE_MODEL_MIN_COMFYUI:
         needed, why = BASE_MODEL_MIN_COMFYUI[base_model]
         if version_tuple(needed) > version_tuple(version):
