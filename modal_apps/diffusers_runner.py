@@ -1,4 +1,5 @@
-"""The real PipelineRunner: diffusers pipelines on the GPU. UNVERIFIED here (no GPU); see docs/modal.md.
+"""The real PipelineRunner: diffusers pipelines on the GPU (diffusers 0.39.0, see modal_apps/pins.py). The calls
+were read in that release's source; none was run here (no GPU), see docs/modal.md.
 
 torch, diffusers, PIL and insightface are imported inside methods so this module imports anywhere.
 """
@@ -12,20 +13,22 @@ from collections import OrderedDict
 from typing import Any
 
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest
+from modal_apps import pins
 from modal_apps.generation_service import InputRejected
 from modal_apps.lora_cache import CachedLora
 
 # Generation model (lora_pipelines.domain.model_registry name) → diffusers repository.
 MODEL_REPOS = {
-    "flux": "black-forest-labs/FLUX.1-dev",
-    "qwen-image": "Qwen/Qwen-Image-2512",  # UNVERIFIED repository id of the 2512 checkpoint
-    "z-image-turbo": "Tongyi-MAI/Z-Image-Turbo",
-    "one-2.1": "Wan-AI/Wan2.1-T2V-14B-Diffusers",
-    "one-2.2": "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+    "flux": pins.FLUX_DEV_REPO,
+    "qwen-image": pins.QWEN_IMAGE_2512_REPO,
+    "z-image-turbo": pins.Z_IMAGE_TURBO_REPO,
+    "one-2.1": pins.WAN21_T2V_14B_REPO,
+    "one-2.2": pins.WAN22_T2V_A14B_REPO,  # WanPipeline with transformer (high noise) + transformer_2 (low noise)
 }
-# Face swap model: InsightFace's inswapper, fetched from the Hugging Face Hub. UNVERIFIED repository.
-INSWAPPER_REPO = os.environ.get("INSWAPPER_REPO", "ezioruan/inswapper_128.onnx")
-INSWAPPER_FILE = os.environ.get("INSWAPPER_FILE", "inswapper_128.onnx")
+# Face swap model: InsightFace's inswapper_128.onnx from the Hub repository ReActor's installer downloads it from.
+INSWAPPER_REPO = os.environ.get("INSWAPPER_REPO", pins.INSWAPPER_REPO)
+INSWAPPER_REPO_TYPE = os.environ.get("INSWAPPER_REPO_TYPE", pins.INSWAPPER_REPO_TYPE)
+INSWAPPER_FILE = os.environ.get("INSWAPPER_FILE", pins.INSWAPPER_FILE)
 MAX_LOADED_ADAPTERS = 8
 
 
@@ -69,12 +72,23 @@ class DiffusersRunner:
                                    request.height, request.steps, request.seed))
 
     def _activate(self, pipe: Any, lora: CachedLora, strength: float) -> None:
+        """Load (once) and switch to the LoRA. A two-expert pipeline (Wan 2.2: `transformer` runs the high-noise
+        steps, `transformer_2` the low-noise ones) takes a pair: the primary file into `transformer`, the second
+        with `load_into_transformer_2=True`, under one adapter name that `set_adapters` weights on both."""
+        two_experts = getattr(pipe, "transformer_2", None) is not None
+        if two_experts and lora.second_expert is None:
+            raise InputRejected(f"LoRA {lora.lora_model_id} is one file; this model has two experts (transformer and "
+                                "transformer_2) and takes a high_noise + low_noise pair")
+        if not two_experts and lora.second_expert is not None:
+            raise InputRejected(f"LoRA {lora.lora_model_id} is an expert pair; this model has one transformer")
         name = _adapter_name(lora.lora_model_id)
         if name not in self._adapters:
             if len(self._adapters) >= MAX_LOADED_ADAPTERS:
                 oldest, _ = self._adapters.popitem(last=False)
                 pipe.delete_adapters([oldest])
             pipe.load_lora_weights(str(lora.path), adapter_name=name)
+            if two_experts:
+                pipe.load_lora_weights(str(lora.second_expert.path), adapter_name=name, load_into_transformer_2=True)
         self._adapters[name] = None
         self._adapters.move_to_end(name)
         pipe.enable_lora()
@@ -125,7 +139,8 @@ class DiffusersRunner:
 
             self._face_analysis = insightface.app.FaceAnalysis(name="buffalo_l", providers=["CUDAExecutionProvider"])
             self._face_analysis.prepare(ctx_id=0, det_size=(640, 640))
-            self._swapper = insightface.model_zoo.get_model(hf_hub_download(INSWAPPER_REPO, INSWAPPER_FILE))
+            self._swapper = insightface.model_zoo.get_model(
+                hf_hub_download(INSWAPPER_REPO, INSWAPPER_FILE, repo_type=INSWAPPER_REPO_TYPE))
         faces = self._face_analysis.get(bgr)
         if not faces:
             return None

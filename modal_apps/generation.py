@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import modal
 
+from modal_apps import pins
+
 APP_NAME = "lora-generation"
 LORA_VOLUME = "lora-pipelines-loras"  # the training app's volume: LoRAs trained here are read without a download
 HF_CACHE_VOLUME = "lora-pipelines-hf-cache"
@@ -19,17 +21,16 @@ HF_HOME = "/hf-cache"
 LORA_CACHE_DIR = "/tmp/lora-cache"
 LORA_CACHE_BYTES = 20 * 1024**3
 
+# Pins live in modal_apps/pins.py (docs/modal.md says where each was read).
 image = (
-    modal.Image.debian_slim(python_version="3.11")
+    modal.Image.debian_slim(python_version=pins.GENERATION_PYTHON)
     .apt_install("git", "libgl1", "libglib2.0-0")
-    # UNVERIFIED pins: recent diffusers is needed for Qwen-Image, Z-Image and Wan 2.2 pipelines.
-    .pip_install(
-        "torch==2.7.0", "torchvision==0.22.0", "diffusers>=0.36", "transformers>=4.51", "accelerate>=1.0",
-        "peft>=0.15", "sentencepiece", "protobuf", "safetensors", "hf_transfer", "pillow", "numpy",
-        "insightface==0.7.3", "onnxruntime-gpu", "opencv-python-headless",
-        "fastapi[standard]", "pydantic>=2.6", "httpx>=0.27",
-    )
-    .env({"HF_HOME": HF_HOME, "HF_HUB_ENABLE_HF_TRANSFER": "1"})
+    .pip_install(*pins.GENERATION_TORCH_PACKAGES, index_url=pins.TORCH_INDEX_URL)
+    .pip_install(*pins.GENERATION_ML_PACKAGES, *pins.FACE_SWAP_PACKAGES, "pillow>=10.2", "numpy>=1.26",
+                 "fastapi[standard]>=0.110", "pydantic>=2.6", "httpx>=0.27")
+    # insightface declares the CPU onnxruntime, which would shadow onnxruntime-gpu: its other needs are above.
+    .pip_install(pins.INSIGHTFACE_PACKAGE, extra_options="--no-deps")
+    .env({"HF_HOME": HF_HOME, "HF_XET_HIGH_PERFORMANCE": "1"})
     .add_local_python_source("lora_pipelines", "modal_apps")
 )
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from dataclasses import replace
 from typing import Protocol
 
 from fastapi import HTTPException
 
+from lora_pipelines.domain.base_models import lora_experts
 from lora_pipelines.domain.model_registry import UnknownModelError, get_model
 from lora_pipelines.gpu.schemas import AppliedLora, FaceSwapRequest, GenerateRequest, GenerateResponse
 from modal_apps.lora_cache import CachedLora, LoraCache, LoraCacheError
@@ -52,20 +54,36 @@ class GenerationService:
             raise HTTPException(422, f"/{label} applies a LoRA and the request has none; use /standard")
         lora = body.lora
         if lora.base_model != family:
-            raise HTTPException(
-                422, f"LoRA {lora.lora_model_id} is declared for {lora.base_model}; /{label} serves {family}")
-        try:
-            cached = self.cache.get(lora.lora_model_id, url=lora.url, sha256=lora.sha256)
-        except LoraCacheError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        if cached.base_model != family:
-            source = f" (from {cached.detected_from})" if cached.detected_from else ""
-            raise HTTPException(422, f"LoRA {lora.lora_model_id} file header says base model "
-                                     f"{cached.base_model}{source}; /{label} serves {family}; refusing to apply it")
+            raise HTTPException(422, f"LoRA {lora.lora_model_id} is declared for {lora.base_model}; /{label} serves {family}")
+        experts = lora_experts(family)
+        if bool(experts) != (lora.second_expert is not None):
+            raise HTTPException(422, f"a {family} LoRA is {' + '.join(experts) + ' files' if experts else 'one file'}; "
+                                     f"LoRA {lora.lora_model_id} {'has' if lora.second_expert else 'lacks'} a second_expert")
+        cached = self._fetch(label, family, lora.lora_model_id, f".{experts[0]}" if experts else "", lora.url,
+                             lora.sha256)
+        if lora.second_expert is not None:
+            if lora.second_expert.expert != experts[1]:
+                raise HTTPException(422, f"the second file of a {family} LoRA is the {experts[1]} expert, "
+                                         f"not {lora.second_expert.expert}")
+            second = self._fetch(label, family, lora.lora_model_id, f".{experts[1]}", lora.second_expert.url,
+                                 lora.second_expert.sha256)
+            cached = replace(cached, second_expert=second)
         png = self._run(lambda: self.runner.text_to_image(body, lora=cached))
         applied = AppliedLora(lora_model_id=lora.lora_model_id, loaded=True, strength_model=lora.strength_model,
                               strength_clip=lora.strength_clip, detected_base_model=cached.base_model)
         return _response(png, "lora", body.model, body.prompt, body.seed, applied, started)
+
+    def _fetch(self, label: str, family: str, lora_model_id: str, suffix: str, url: str, sha256: str) -> CachedLora:
+        """One LoRA file, verified against its sha256 and its header's base model (`suffix`: `.{expert}` of a pair)."""
+        try:
+            cached = self.cache.get(f"{lora_model_id}{suffix}", url=url, sha256=sha256)
+        except LoraCacheError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        if cached.base_model != family:
+            source = f" (from {cached.detected_from})" if cached.detected_from else ""
+            raise HTTPException(422, f"LoRA {lora_model_id}{suffix} file header says base model "
+                                     f"{cached.base_model}{source}; /{label} serves {family}; refusing to apply it")
+        return replace(cached, lora_model_id=lora_model_id)
 
     def standard(self, body: GenerateRequest) -> GenerateResponse:
         started = time.perf_counter()

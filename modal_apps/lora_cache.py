@@ -38,6 +38,7 @@ class CachedLora:
     base_model: str
     detected_from: str | None
     source: str  # "memory" (a hit) | "volume" | "download"
+    second_expert: CachedLora | None = None  # the low-noise file of a Wan 2.2 14B pair, attached by the service
 
     @property
     def hit(self) -> bool:
@@ -98,7 +99,8 @@ class LoraCache:
         return self.root / f"{lora_model_id}.safetensors"
 
     def _from_volume(self, lora_model_id: str, sha256: str) -> CachedLora | None:
-        """The training app keeps every LoRA on the shared volume at its object key (`loras/*/{id}.safetensors`)."""
+        """The training app keeps every LoRA on the shared volume at its object key (`loras/*/{id}.safetensors`;
+        an expert file of a pair is cached as `{id}.{expert}`, which is its key's file name too)."""
         if self.volume_root is None:
             return None
         for candidate in sorted((self.volume_root / "loras").glob(f"*/{lora_model_id}.safetensors")):

@@ -1,7 +1,8 @@
 """TrainingSpec → ai-toolkit (ostris) job config, one profile per base model.
 
-Values come from ai-toolkit's `config/examples/` at the pinned commit (see training.py). Lines marked
-UNVERIFIED were not run on a GPU here; they follow the examples but were adapted for an 80 GB card.
+Values come from ai-toolkit at the pinned commit (modal_apps/pins.py): its `config/examples/*.yaml`, the
+per-model defaults of its UI (`ui/src/app/jobs/new/options.ts`) and `toolkit/config_modules.py`. None was run
+on a GPU here; memory on an 80 GB card (float8 instead of the 24 GB examples' 3/4-bit) is not measured.
 """
 
 from __future__ import annotations
@@ -10,22 +11,24 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lora_pipelines.domain.base_models import lora_experts
 from lora_pipelines.gpu.schemas import TrainingSpec
+from modal_apps import pins
 
 # Per base model: the `model:` block, extra `train:` keys, extra `datasets[0]` keys, sampling guidance.
 MODEL_PROFILES: dict[str, dict[str, Any]] = {
     "flux": {
-        "model": {"name_or_path": "black-forest-labs/FLUX.1-dev", "is_flux": True, "quantize": True},
+        "model": {"name_or_path": pins.FLUX_DEV_REPO, "is_flux": True, "quantize": True},
         "train": {},
         "dataset": {"resolution": [512, 768, 1024]},
     },
     "z-image-turbo": {
         "model": {
-            "name_or_path": "Tongyi-MAI/Z-Image-Turbo",
+            "name_or_path": pins.Z_IMAGE_TURBO_REPO,
             "arch": "zimage",
-            # The de-distillation adapter keeps Turbo's few-step quality while training. ai-toolkit's
-            # example at the pinned commit names v2; UNVERIFIED whether v1 is still preferred for people.
-            "assistant_lora_path": "ostris/zimage_turbo_training_adapter/zimage_turbo_training_adapter_v2.safetensors",
+            # The de-distillation adapter keeps Turbo's few-step quality while training; v2 is the UI's
+            # "Z-Image Turbo (w/ Training Adapter)" default at the pinned commit.
+            "assistant_lora_path": pins.Z_IMAGE_TRAINING_ADAPTER,
             "quantize": True,
             "qtype": "qfloat8",
             "quantize_te": True,
@@ -36,9 +39,8 @@ MODEL_PROFILES: dict[str, dict[str, Any]] = {
     },
     "qwen-image": {
         "model": {
-            # UNVERIFIED: the example trains on "Qwen/Qwen-Image"; 2512 is the checkpoint the generation
-            # endpoint serves (same architecture), so train on it.
-            "name_or_path": "Qwen/Qwen-Image-2512",
+            # The UI's "Qwen-Image-2512" entry (arch qwen_image): the checkpoint the generation endpoint serves.
+            "name_or_path": pins.QWEN_IMAGE_2512_REPO,
             "arch": "qwen_image",
             "quantize": True,
             # 80 GB is enough for float8; the example's uint3 + accuracy-recovery adapter is for 24 GB cards.
@@ -47,26 +49,26 @@ MODEL_PROFILES: dict[str, dict[str, Any]] = {
             "qtype_te": "qfloat8",
         },
         # No cache_text_embeddings: with cached embeddings ai-toolkit cannot insert the trigger word.
-        "train": {},
+        "train": {"timestep_type": "weighted"},
         "dataset": {"resolution": [512, 768, 1024]},
     },
     "one-2.1": {
-        "model": {"name_or_path": "Wan-AI/Wan2.1-T2V-14B-Diffusers", "arch": "wan21", "quantize": True,
-                  "quantize_te": True},
+        "model": {"name_or_path": pins.WAN21_T2V_14B_REPO, "arch": "wan21", "quantize": True, "quantize_te": True},
         "train": {"timestep_type": "sigmoid"},
         "dataset": {"num_frames": 1, "resolution": [512, 768, 1024]},
     },
     "one-2.2": {
         "model": {
-            "name_or_path": "ai-toolkit/Wan2.2-T2V-A14B-Diffusers-bf16",
+            "name_or_path": pins.WAN22_TRAINING_REPO,
             "arch": "wan22_14b",
             "quantize": True,
-            "qtype": "qfloat8",  # UNVERIFIED on 80 GB; the 24 GB example uses uint4 + an accuracy-recovery adapter
+            "qtype": "qfloat8",  # ai-toolkit's default qtype; the 24 GB example uses uint4 + an accuracy-recovery adapter
             "quantize_te": True,
             "qtype_te": "qfloat8",
             "model_kwargs": {"train_high_noise": True, "train_low_noise": True},
         },
-        # Wan 2.2 is a mixture of two experts; the trainer alternates between them every N steps.
+        # Wan 2.2 is a mixture of two experts; the trainer alternates between them every N steps and, with
+        # network.split_multistage_loras (default True), saves one file per expert (find_trained_loras).
         "train": {"timestep_type": "linear", "switch_boundary_every": 10},
         "dataset": {"num_frames": 1, "resolution": [512, 768, 1024]},
     },
@@ -139,11 +141,7 @@ def config_yaml(config: dict[str, Any]) -> str:
 
 
 def find_trained_lora(output_dir: Path, name: str) -> Path:
-    """The final LoRA ai-toolkit wrote: `{name}.safetensors`, else the newest .safetensors in the job folder.
-
-    UNVERIFIED for Wan 2.2 with both experts trained: if ai-toolkit writes one file per expert, the newest
-    one is published and the other stays in the job folder on the volume.
-    """
+    """The final LoRA ai-toolkit wrote: `{name}.safetensors`, else the newest step save in the job folder."""
     folder = output_dir / name
     final = folder / f"{name}.safetensors"
     if final.is_file():
@@ -152,6 +150,30 @@ def find_trained_lora(output_dir: Path, name: str) -> Path:
     if not candidates:
         raise FileNotFoundError(f"the trainer wrote no .safetensors under {folder}")
     return candidates[-1]
+
+
+def find_trained_expert(output_dir: Path, name: str, expert: str) -> Path:
+    """One expert's file of a two-expert LoRA: ai-toolkit saves `{name}_{expert}.safetensors` at the end and
+    `{name}_{step:09d}_{expert}.safetensors` at step saves (Wan 2.2 14B, wan22_14b_model.py `save_lora`)."""
+    folder = output_dir / name
+    final = folder / f"{name}_{expert}.safetensors"
+    if final.is_file():
+        return final
+    pattern = re.compile(rf"^{re.escape(name)}_\d{{9}}_{re.escape(expert)}\.safetensors$")
+    steps = sorted(p for p in folder.glob(f"*_{expert}.safetensors") if pattern.match(p.name)) if folder.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(f"the trainer wrote no {expert} expert ({name}_{expert}.safetensors) under {folder}; "
+                                "a two-expert LoRA needs both files")
+    return steps[-1]
+
+
+def find_trained_loras(output_dir: Path, name: str, base_model: str) -> list[tuple[str | None, Path]]:
+    """Every file of the trained LoRA as (expert, path): one (None, path) for a single-file LoRA; one per
+    expert, primary first, for a two-expert base model (Wan 2.2 14B: high_noise, low_noise)."""
+    experts = lora_experts(base_model)
+    if not experts:
+        return [(None, find_trained_lora(output_dir, name))]
+    return [(expert, find_trained_expert(output_dir, name, expert)) for expert in experts]
 
 
 _STEP = re.compile(r"(\d+)/(\d+)\s*\[")

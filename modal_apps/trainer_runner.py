@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modal_apps.trainer_config import config_yaml, find_trained_lora, parse_progress
+from modal_apps.trainer_config import config_yaml, parse_progress
 
 
 class TrainerError(RuntimeError):
@@ -22,9 +22,9 @@ class AiToolkitRunner:
         self.toolkit_dir = toolkit_dir
         self.python = python
 
-    def run(self, config: dict[str, Any], *, work_dir: Path, on_step: Callable[[int, int], None]) -> Path:
+    def run(self, config: dict[str, Any], *, work_dir: Path, on_step: Callable[[int, int], None]) -> None:
+        """Run the job to the end; the trained files stay in `{training_folder}/{name}/` (find_trained_loras)."""
         name = config["config"]["name"]
-        output_dir = Path(config["config"]["process"][0]["training_folder"])
         config_path = work_dir / "ai_toolkit_job.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(config_yaml(config))
@@ -53,4 +53,3 @@ class AiToolkitRunner:
         code = process.wait()
         if code != 0:
             raise TrainerError(f"ai-toolkit exited with code {code}; last output:\n" + "\n".join(tail))
-        return find_trained_lora(output_dir, name)

@@ -2,8 +2,8 @@
 `read_lora(volume_path, offset, length) -> bytes` on a small CPU, which hands a LoRA on the volume to the
 orchestrator when the R2 upload failed.
 
-Deploy: `modal deploy -m modal_apps.training` (see docs/modal.md). Only `modal` is imported at module level;
-everything heavy is imported inside the function, in the container.
+Deploy: `modal deploy -m modal_apps.training` (see docs/modal.md). Only `modal` and the constants of
+`modal_apps.pins` are imported at module level; everything heavy is imported inside the function, in the container.
 
 Progress: a modal.Dict named PROGRESS_DICT, keyed by the FunctionCall id (`fc-...`), holds
 `{"state", "progress" (0-100), "lora_model_id", "updated_at"}` for the client's poll.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 
 import modal
+
+from modal_apps import pins
 
 APP_NAME = "lora-training"  # = lora_pipelines.settings.Settings.modal_training_app
 FUNCTION_NAME = "train_lora"  # = Settings.modal_training_function
@@ -27,23 +29,22 @@ LORA_ROOT = "/loras"
 HF_HOME = "/hf-cache"
 WORK_ROOT = "/tmp/lora-training"
 
-# ai-toolkit pinned to a commit that has the Z-Image-Turbo example and training adapter support.
-# UNVERIFIED here (no network to GitHub): check the commit still exists before the first deploy.
-AI_TOOLKIT_COMMIT = "002cc6fec6fe0015a4a180476204c382cab2b3d5"
 AI_TOOLKIT_DIR = "/opt/ai-toolkit"
 
+# Pins (ai-toolkit commit, torch / torchvision / torchaudio triple, apt packages) live in modal_apps/pins.py;
+# docs/modal.md says where each was read. torchaudio is required: ai-toolkit's toolkit/config_modules.py imports it.
 image = (
-    modal.Image.debian_slim(python_version="3.11")
-    .apt_install("git", "libgl1", "libglib2.0-0")
-    # ai-toolkit's README installs torch from the CUDA 12.6 index before its requirements. UNVERIFIED pin.
-    .pip_install("torch==2.7.0", "torchvision==0.22.0", index_url="https://download.pytorch.org/whl/cu126")
+    modal.Image.debian_slim(python_version=pins.AI_TOOLKIT_PYTHON)
+    .apt_install(*pins.AI_TOOLKIT_APT)
+    .pip_install(*pins.TORCH_PACKAGES, index_url=pins.TORCH_INDEX_URL)
     .run_commands(
-        f"git clone https://github.com/ostris/ai-toolkit.git {AI_TOOLKIT_DIR}",
-        f"cd {AI_TOOLKIT_DIR} && git checkout {AI_TOOLKIT_COMMIT} && git submodule update --init --recursive",
+        f"git clone {pins.AI_TOOLKIT_REPO} {AI_TOOLKIT_DIR}",
+        f"cd {AI_TOOLKIT_DIR} && git checkout {pins.AI_TOOLKIT_COMMIT} && git submodule update --init --recursive",
         f"pip install -r {AI_TOOLKIT_DIR}/requirements.txt",
     )
-    .pip_install("boto3>=1.34", "httpx>=0.27", "pydantic>=2.6", "pyyaml>=6", "hf_transfer")
-    .env({"HF_HOME": HF_HOME, "HF_HUB_ENABLE_HF_TRANSFER": "1", "DISABLE_TELEMETRY": "YES"})
+    .pip_install("boto3>=1.36", "httpx>=0.27", "pydantic>=2.6", "pyyaml>=6")
+    # huggingface_hub 1.x (pinned by ai-toolkit) ignores HF_HUB_ENABLE_HF_TRANSFER and downloads through Xet.
+    .env({"HF_HOME": HF_HOME, "HF_XET_HIGH_PERFORMANCE": "1", "DISABLE_TELEMETRY": "YES"})
     .add_local_python_source("lora_pipelines", "modal_apps")
 )
 

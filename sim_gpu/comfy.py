@@ -118,7 +118,11 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
 
     reference = None
     pulid = next((nid for nid in chain if prompt[nid]["class_type"] == "ApplyPulidFlux"), None)
-    if pulid is not None:
+    if pulid is not None and base_model != "flux":  # PuLID-Flux patches Flux blocks; elsewhere it changes nothing
+        run.messages.append(["log", {"level": "warning", "node_id": pulid,
+                                     "message": f"ApplyPulidFlux on a {base_model or unet_name} model: no Flux blocks "
+                                                "to patch, the reference face is ignored"}])
+    elif pulid is not None:
         image_node = prompt.get(_link(prompt[pulid]["inputs"].get("image")) or "", {})
         if image_node.get("class_type") == "LoadImage":
             path = input_dir / str(image_node["inputs"].get("image"))

@@ -8,6 +8,9 @@ from pathlib import Path
 from sim_gpu.faults import FaultConfig
 
 FAULTS_ENV = "LORA_PIPELINES_SIM_FAULTS"
+# What /system_stats reports. The node schema served is v0.3.64's (plus PuLID-Flux ll); the nodes Z-Image uses did
+# not change up to v0.3.75, the first release that loads Z-Image, so the simulated pod reports that release.
+SIM_COMFYUI_VERSION = "0.3.75"
 
 
 @dataclass
@@ -19,6 +22,7 @@ class SimConfig:
     training_seconds: float = 1.5
     step_ms: float = 10.0  # simulated sampling time per step, for generation and ComfyUI prompts
     faults: FaultConfig = field(default_factory=FaultConfig)
+    comfyui_version: str = SIM_COMFYUI_VERSION
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sim_gpu.app import create_app
-from sim_gpu.config import FAULTS_ENV, SimConfig, load_faults
+from sim_gpu.config import FAULTS_ENV, SIM_COMFYUI_VERSION, SimConfig, load_faults
 from sim_gpu.faults import FaultConfig, FaultInjector
 
 
@@ -24,11 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-root", action="append", default=[], type=Path, help="folder file:// URLs may read")
     parser.add_argument("--faults", default=os.environ.get(FAULTS_ENV), help="fault JSON, or a file holding it")
     parser.add_argument("--training-seconds", type=float, default=1.5)
+    parser.add_argument("--comfyui-version", default=SIM_COMFYUI_VERSION, help="what /system_stats reports")
     parser.add_argument("--idle-exit-seconds", type=float, default=None,
                         help="exit after this long without requests, or as soon as --home is deleted")
     args = parser.parse_args(argv)
     serve(SimConfig(home=args.home, allowed_roots=args.allow_root, training_seconds=args.training_seconds,
-                    faults=load_faults(args.faults), modal_key=os.environ.get("LORA_PIPELINES_SIM_MODAL_KEY"),
+                    faults=load_faults(args.faults), comfyui_version=args.comfyui_version,
+                    modal_key=os.environ.get("LORA_PIPELINES_SIM_MODAL_KEY"),
                     modal_secret=os.environ.get("LORA_PIPELINES_SIM_MODAL_SECRET")),
           host=args.host, port=args.port, idle_exit_s=args.idle_exit_seconds)
 

@@ -85,8 +85,13 @@ class StandInTrainer:
             on_step(step, total)
         name = config["config"]["name"]
         base = config["meta"]["base_model"]
-        return write_lora(Path(process["training_folder"]) / name / f"{name}.safetensors", base,
-                          {"software": "ai-toolkit", "ss_output_name": name, "format": "pt"})
+        metadata = {"software": "ai-toolkit", "ss_output_name": name, "format": "pt"}
+        folder = Path(process["training_folder"]) / name
+        if base == "one-2.2":  # Wan 2.2 14B: one file per expert, as ai-toolkit's save_lora splits them
+            for seed, expert in enumerate(("high_noise", "low_noise")):
+                write_lora(folder / f"{name}_{expert}.safetensors", base, metadata, seed=seed)
+            return folder
+        return write_lora(folder / f"{name}.safetensors", base, metadata)
 
 
 class FailingTrainer:
@@ -315,12 +320,14 @@ def test_upload_failure_keeps_the_volume_copy_and_says_so(faces_dir, tmp_path, m
         spec, work_dir=tmp_path / "work", volume_root=tmp_path / "vol", trainer=StandInTrainer(),
         uploader_factory=dead_uploader))
 
-    assert result.object_key is None
+    assert result.object_key is None and result.second_expert.object_key is None
     assert result.upload_error and "failed" in result.upload_error and "volume" in result.upload_error
     assert "very-secret-value-123" not in result.upload_error
-    volume_file = tmp_path / "vol" / spec["output_key"]
+    volume_file = tmp_path / "vol" / "loras/one-2.2-character-char-1/lora-abc.high_noise.safetensors"
     assert result.volume_path == str(volume_file) and sha256(volume_file) == result.sha256
     assert inspect_lora_file(volume_file).base_model == "one-2.2"
+    second_file = tmp_path / "vol" / "loras/one-2.2-character-char-1/lora-abc.low_noise.safetensors"
+    assert result.second_expert.volume_path == str(second_file) and sha256(second_file) == result.second_expert.sha256
 
     missing_secret = TrainingResult.model_validate(run_training(
         spec, work_dir=tmp_path / "work", volume_root=tmp_path / "vol", trainer=StandInTrainer(),

@@ -106,12 +106,10 @@ def test_flux_scheduler_and_pulid_both_read_the_lora_model():
     assert consumers(graph, node_of(graph, "UNETLoader"), 0) == [(lora, "model")]
 
 
-def test_z_image_lora_sits_before_pulid_and_aura_flow():
-    graph = insert_lora(build("z-image-pulid"), LORA_NAME, 1.0, 0.0)
+def test_z_image_lora_sits_before_aura_flow():
+    graph = insert_lora(build("z-image-danrisi"), LORA_NAME, 1.0, 0.0)
     lora = node_of(graph, "LoraLoaderModelOnly")
-    pulid = node_of(graph, "ApplyPulidFlux")
-    assert graph[pulid]["inputs"]["model"] == [lora, 0]
-    assert graph[node_of(graph, "ModelSamplingAuraFlow")]["inputs"]["model"] == [pulid, 0]
+    assert graph[node_of(graph, "ModelSamplingAuraFlow")]["inputs"]["model"] == [lora, 0]
 
 
 def test_schema_facts_the_builders_rely_on(real_schema):
@@ -136,7 +134,7 @@ def test_unknown_lora_name_is_value_not_in_list(real_schema, pod_files):
 def test_missing_model_file_and_missing_reference_photo_are_rejected(real_schema, pod_files):
     no_flux = {**pod_files, "diffusion_models": ["z_image_turbo_bf16.safetensors"]}
     assert not validate_prompt(build("flux-pulid"), real_schema, no_flux).ok
-    graph = build_workflow("z-image-pulid", "a portrait", reference_image="nobody.png")
+    graph = build_workflow("flux-pulid", "a portrait", reference_image="nobody.png")
     errors = validate_prompt(graph, real_schema, pod_files).node_errors
     assert [e["type"] for entry in errors.values() for e in entry["errors"]] == ["custom_validation_failed"]
 

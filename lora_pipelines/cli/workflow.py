@@ -12,6 +12,7 @@ from lora_pipelines.domain.model_registry import get_model
 from lora_pipelines.domain.prompts import InvalidPromptError, apply_trigger_word
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.workflows.builders import (
+    RETIRED_WORKFLOWS,
     WORKFLOWS,
     InvalidWorkflowError,
     build_workflow,
@@ -32,7 +33,9 @@ def workflow() -> None:
 
 
 @workflow.command("build")
-@click.option("--workflow", "name", required=True, type=click.Choice(WORKFLOWS), help="Named workflow to build.")
+# Retired names stay accepted here so that they get build_workflow's explanation, not a bare "invalid choice".
+@click.option("--workflow", "name", required=True, type=click.Choice((*WORKFLOWS, *RETIRED_WORKFLOWS)),
+              help=f"Named workflow to build: {', '.join(WORKFLOWS)}.")
 @click.option("--prompt", required=True, help="Positive prompt (plain text).")
 @click.option("--negative-prompt", default="", help="Negative prompt, where the workflow has one.")
 @click.option("--lora", "lora_file", type=click.Path(exists=True, dir_okay=False), help="LoRA .safetensors to insert.")

@@ -49,6 +49,26 @@ def lora_key(base_model: str, character_id: str, job_id: str) -> str:
     )
 
 
+EXPERT_NAMES = ("high_noise", "low_noise")
+
+
+def expert_key(lora_file_key: str, expert: str) -> str:
+    """The key of one expert's file of a two-expert LoRA, beside the single-file key:
+    `loras/{model}-character-{id}/{jobId}.safetensors` -> `loras/{model}-character-{id}/{jobId}.{expert}.safetensors`."""
+    if expert not in EXPERT_NAMES:
+        raise InvalidIdError(f"expert must be one of {', '.join(EXPERT_NAMES)}, got {str(expert)[:40]!r}")
+    validate_key(lora_file_key)
+    if not lora_file_key.endswith(".safetensors"):
+        raise InvalidIdError(f"object key {lora_file_key[:60]!r} is not a .safetensors key")
+    return f"{lora_file_key.removesuffix('.safetensors')}.{expert}.safetensors"
+
+
+def lora_expert_key(base_model: str, character_id: str, job_id: str, expert: str) -> str:
+    """`loras/{model}-character-{id}/{jobId}.{expert}.safetensors`: one file of a Wan 2.2 14B LoRA pair
+    (`high_noise` is the primary file, `low_noise` the second)."""
+    return expert_key(lora_key(base_model, character_id, job_id), expert)
+
+
 def photo_key(character_id: str, filename: str) -> str:
     return f"characters/{validate_id(character_id, 'character id')}/photos/{validate_id(filename, 'photo file name')}"
 

@@ -75,9 +75,10 @@ class ModelEntry:
 MODELS: tuple[ModelEntry, ...] = (
     # Z-Image Turbo runs on the ComfyUI pod: the Danrisi workflow takes the LoRA; without one it is the standard graph.
     # Its text encoder is a Qwen LLM, so the LoRA's CLIP strength is 0 (LoraLoaderModelOnly); trainers target the DiT.
+    # No PuLID exists for Z-Image (PuLID-Flux patches Flux blocks only), so its face fallback is Modal's face swap.
     ModelEntry(
         name="z-image-turbo", base_model="z-image-turbo", supports_lora=True,
-        lora_route=comfyui("z-image-danrisi"), face_swap_route=comfyui("z-image-pulid"),
+        lora_route=comfyui("z-image-danrisi"), face_swap_route=modal("/face-swap"),
         standard_route=comfyui("z-image-danrisi"), default_strength_model=1.0, default_strength_clip=0.0,
     ),
     ModelEntry(

@@ -10,9 +10,14 @@ from typing import Any
 
 from lora_pipelines.gpu.errors import GpuMalformedResponseError, GpuPermanentError, GpuTimeoutError
 from lora_pipelines.gpu.http import RetryingHttp
+from lora_pipelines.workflows.pod_needs import ModelFile, PodNeeds, pack_of, pod_needs, version_tuple
 
 
-class UnknownNodeTypeError(GpuPermanentError):
+class PodNotReadyError(GpuPermanentError):
+    """The pod cannot run the workflow: its ComfyUI is too old, or node types or model files are missing."""
+
+
+class UnknownNodeTypeError(PodNotReadyError):
     """The workflow uses node classes the server does not have (a missing custom node pack)."""
 
 
@@ -38,6 +43,21 @@ def _node_errors_summary(body: Any) -> str:
 
 
 _PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")  # it goes into /history/{id}: no '/', '?' or '..' games
+
+
+def _combo_choices(node_info: Any, input_name: str) -> list[str] | None:
+    """The choices `/object_info` lists for a combo input (`[[choices], {...}]`, or V3 `["COMBO", {"options"}]`);
+    None when the node or input is not there or not a combo."""
+    if not isinstance(node_info, dict) or not isinstance(node_info.get("input"), dict):
+        return None
+    for category in ("required", "optional"):
+        spec = (node_info["input"].get(category) or {}).get(input_name)
+        if isinstance(spec, list) and spec:
+            if isinstance(spec[0], list):
+                return [str(c) for c in spec[0]]
+            if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+                return [str(c) for c in spec[1].get("options", [])]
+    return None
 
 
 def _kind(value: Any) -> str:
@@ -99,9 +119,70 @@ class ComfyUIClient:
             raise LoraNotOnPodError(f"LoRA files not in the server's models/loras: {', '.join(missing)}",
                                     backend=self.name, endpoint="/models/loras")
 
+    def system_stats(self) -> dict[str, Any]:
+        return self._object(self.http.json("GET", "/system_stats", endpoint="/system_stats"), "/system_stats", "the body")
+
+    def comfyui_version(self) -> str | None:
+        """`system.comfyui_version` of `GET /system_stats` (server.py); None when the server does not say."""
+        try:
+            system = self.system_stats().get("system")
+        except GpuPermanentError as exc:
+            if exc.status_code == 404:  # a server without the route is older than any version we accept
+                return None
+            raise
+        version = system.get("comfyui_version") if isinstance(system, dict) else None
+        return version if isinstance(version, str) and version else None
+
+    def check_pod(self, workflow: Mapping[str, Any]) -> PodNeeds:
+        """Refuse, before queueing, a workflow this pod cannot run: its ComfyUI version against the workflow's
+        minimum, then node types and model files against `/object_info` (fetched again once before refusing,
+        in case files were added since it was cached). One line names everything missing; nothing is retried."""
+        needs = pod_needs(workflow)
+        problems: list[str] = []
+        endpoint = "/object_info"
+        version = self.comfyui_version()
+        try:
+            too_old = version is not None and version_tuple(version) < version_tuple(needs.min_comfyui_version)
+        except ValueError:
+            version, too_old = None, False
+        if version is None:
+            problems.append(f"it does not report its ComfyUI version (system.comfyui_version of /system_stats); "
+                            f"this workflow needs ComfyUI >= {needs.min_comfyui_version} ({needs.version_reason})")
+            endpoint = "/system_stats"
+        elif too_old:
+            problems.append(f"its ComfyUI is {version}, this workflow needs >= {needs.min_comfyui_version} "
+                            f"({needs.version_reason})")
+            endpoint = "/system_stats"
+        missing_types, missing_files = self._missing(needs, self.object_info())
+        if missing_types or missing_files:
+            missing_types, missing_files = self._missing(needs, self.object_info(refresh=True))
+        if missing_types:
+            packs = sorted({pack.repository for pack in map(pack_of, missing_types) if pack is not None})
+            problems.append(f"node types not installed: {', '.join(missing_types)}"
+                            + (f" (node pack {', '.join(packs)})" if packs else ""))
+        if missing_files:
+            problems.append(f"model files missing: {', '.join(map(str, missing_files))}")
+        if problems:
+            error = UnknownNodeTypeError if missing_types else PodNotReadyError
+            raise error(f"the pod cannot run this workflow: {'; '.join(problems)}", backend=self.name, endpoint=endpoint)
+        return needs
+
+    @staticmethod
+    def _missing(needs: PodNeeds, info: Mapping[str, Any]) -> tuple[list[str], list[ModelFile]]:
+        """Node types `info` lacks, and model files its loaders' file combos do not list."""
+        missing_types = [t for t in needs.node_types if t not in info]
+        missing_files = []
+        for model_file in needs.model_files:
+            class_type, input_name = model_file.used_by.split(".", 1)
+            choices = _combo_choices(info.get(class_type), input_name)
+            if choices is not None and model_file.name not in choices:
+                missing_files.append(model_file)
+        return missing_types, missing_files
+
     def preflight(self, workflow: Mapping[str, Any]) -> None:
-        """What to check before `POST /prompt`: node types (`/object_info`) and LoRA files (`/models/loras`)."""
-        self.check_node_types(workflow)
+        """What to check before `POST /prompt`: ComfyUI version (`/system_stats`), node types and model files
+        (`/object_info`), LoRA files (`/models/loras`)."""
+        self.check_pod(workflow)
         self.check_loras_present(workflow)
 
     def list_loras(self) -> list[str]:

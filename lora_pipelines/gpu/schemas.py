@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lora_pipelines.domain.base_models import BaseModelName
+from lora_pipelines.domain.base_models import BaseModelName, ExpertName
 
 BackendName = Literal["simulated", "modal", "comfyui"]
 TrainingState = Literal["queued", "running", "succeeded", "failed", "lost"]
@@ -47,8 +47,22 @@ class TrainingSpec(_Strict):
     idempotency_key: str = Field(min_length=8, max_length=200)
 
 
+class ExpertFile(_Strict):
+    """The second file of a two-expert LoRA (Wan 2.2 14B: the low-noise expert), published like the primary one at
+    `loras/{model}-character-{id}/{jobId}.{expert}.safetensors`."""
+
+    expert: ExpertName
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    object_key: str | None = Field(default=None, description="set when the GPU side uploaded it to the object store")
+    download_url: str | None = None
+    volume_path: str | None = None
+    upload_error: str | None = None
+
+
 class TrainingResult(_Strict):
-    """What a finished training call returns."""
+    """What a finished training call returns. A two-expert LoRA (Wan 2.2 14B) is the primary file (the fields
+    below, `expert="high_noise"`) plus `second_expert` (`low_noise`); a single-file LoRA has neither."""
 
     base_model: BaseModelName
     trigger_word: str
@@ -60,6 +74,16 @@ class TrainingResult(_Strict):
     volume_path: str | None = None
     upload_error: str | None = Field(default=None, description="object-store upload failure; the volume copy remains")
     backend: BackendName
+    expert: ExpertName | None = Field(default=None, description="which expert the primary file is, for a pair")
+    second_expert: ExpertFile | None = None
+
+    @model_validator(mode="after")
+    def _pair_is_complete(self) -> TrainingResult:
+        if (self.expert is None) != (self.second_expert is None):
+            raise ValueError("expert and second_expert come together: a two-expert LoRA names both files")
+        if self.second_expert is not None and self.second_expert.expert == self.expert:
+            raise ValueError(f"both files of the pair are the {self.expert} expert")
+        return self
 
 
 class TrainingPoll(_Strict):
@@ -74,6 +98,14 @@ class SpawnResponse(_Strict):
     call_id: str
 
 
+class ExpertRef(_Strict):
+    """Where the GPU side can fetch the second expert file of a two-expert LoRA."""
+
+    expert: ExpertName
+    url: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class LoraRef(_Strict):
     """A LoRA a generation should apply, with where the GPU side can fetch it."""
 
@@ -84,6 +116,8 @@ class LoraRef(_Strict):
     trigger_word: str
     strength_model: float = Field(default=1.0, ge=-10, le=10)
     strength_clip: float = Field(default=1.0, ge=-10, le=10)
+    second_expert: ExpertRef | None = Field(
+        default=None, description="the low-noise file of a Wan 2.2 14B pair; `url`/`sha256` above are the high-noise one")
 
 
 class GenerateRequest(_Strict):

@@ -77,6 +77,8 @@ def _lora_ref(ctx: PipelineContext, selection: LoraSelection, model: ModelEntry)
 def _via_endpoint(ctx: PipelineContext, route: Route, mode: str, model: ModelEntry, prompt: str, seed: int,
                   selection: LoraSelection | None, reference: bytes | None) -> Rendered:
     endpoints = ctx.gpu.endpoints
+    if endpoints is None:
+        raise RuntimeError(f"route {route.target} needs the Modal endpoints; set LORA_PIPELINES_MODAL_ENDPOINT_URL")
     name = route.target.lstrip("/")
     if mode == "face_swap":
         response = endpoints.face_swap(FaceSwapRequest(

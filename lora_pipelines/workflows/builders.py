@@ -15,6 +15,8 @@ from typing import Any
 
 from lora_pipelines.domain.prompts import clean_prompt
 from lora_pipelines.workflows.comfy_schema import validate_prompt
+from lora_pipelines.workflows.errors import InvalidWorkflowError, RetiredWorkflowError, UnknownWorkflowError
+from lora_pipelines.workflows.graph_rules import check_identity_nodes
 
 Workflow = dict[str, dict[str, Any]]
 
@@ -35,21 +37,19 @@ CLIP_LOADERS = ("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "QuadrupleCL
 # workflow name -> base model family its diffusion model runs (a LoRA must match it)
 WORKFLOW_BASE_MODEL = {
     "z-image-danrisi": "z-image-turbo",
-    "z-image-pulid": "z-image-turbo",
     "flux-pulid": "flux",
     "qwen-image": "qwen-image",
 }
 WORKFLOWS: tuple[str, ...] = tuple(WORKFLOW_BASE_MODEL)
-NEEDS_REFERENCE_IMAGE = frozenset({"z-image-pulid", "flux-pulid"})
-DEFAULT_STEPS = {"z-image-danrisi": 8, "z-image-pulid": 8, "flux-pulid": 20, "qwen-image": 20}
-
-
-class InvalidWorkflowError(ValueError):
-    pass
-
-
-class UnknownWorkflowError(InvalidWorkflowError):
-    pass
+NEEDS_REFERENCE_IMAGE = frozenset({"flux-pulid"})
+DEFAULT_STEPS = {"z-image-danrisi": 8, "flux-pulid": 20, "qwen-image": 20}
+# Names that no longer build, with what to use instead.
+RETIRED_WORKFLOWS = {
+    "z-image-pulid": "PuLID-Flux patches Flux transformer blocks only: on Z-Image the graph ran and ignored the face, "
+                     "and no PuLID exists for Z-Image. Z-Image's face fallback is the Modal /face-swap endpoint "
+                     "(Z-Image generation, then InsightFace's inswapper with the reference photo); on the pod, "
+                     "use flux-pulid",
+}
 
 
 class _Graph:
@@ -70,16 +70,13 @@ def link(node_id: str, slot: int = 0) -> list[Any]:
     return [node_id, slot]
 
 
-def _z_image_graph(prompt: str, negative: str, seed: int, steps: int, width: int, height: int,
-                   reference_image: str | None) -> Workflow:
+def _z_image_graph(prompt: str, negative: str, seed: int, steps: int, width: int, height: int) -> Workflow:
+    """ComfyUI's Z-Image-Turbo template (image_z_image_turbo): 8 steps, cfg 1, res_multistep / simple, shift 3."""
     g = _Graph()
     unet = g.add("UNETLoader", unet_name=Z_IMAGE_UNET, weight_dtype="default")
     clip = g.add("CLIPLoader", clip_name=Z_IMAGE_TEXT_ENCODER, type="lumina2")
     vae = g.add("VAELoader", vae_name=AE_VAE)
-    model = link(unet)
-    if reference_image is not None:
-        model = link(_add_pulid(g, model, reference_image))
-    sampling = g.add("ModelSamplingAuraFlow", model=model, shift=3.0)
+    sampling = g.add("ModelSamplingAuraFlow", model=link(unet), shift=3.0)
     positive = g.add("CLIPTextEncode", "Positive", text=prompt, clip=link(clip))
     negative_node = g.add("CLIPTextEncode", "Negative", text=negative, clip=link(clip))
     latent = g.add("EmptySD3LatentImage", width=width, height=height, batch_size=1)
@@ -92,6 +89,8 @@ def _z_image_graph(prompt: str, negative: str, seed: int, steps: int, width: int
 
 
 def _add_pulid(g: _Graph, model: list[Any], reference_image: str) -> str:
+    """lldacing/ComfyUI_PuLID_Flux_ll's nodes (same names and inputs as balazik's pack, which breaks at sampling
+    on current ComfyUI); Flux only, see graph_rules."""
     pulid = g.add("PulidFluxModelLoader", pulid_file=PULID_MODEL)
     face = g.add("PulidFluxInsightFaceLoader", provider="CUDA")
     eva = g.add("PulidFluxEvaClipLoader")
@@ -102,13 +101,7 @@ def _add_pulid(g: _Graph, model: list[Any], reference_image: str) -> str:
 
 def build_z_image_danrisi(prompt: str, negative: str, seed: int, steps: int, width: int, height: int,
                           reference_image: str | None = None) -> Workflow:
-    return _z_image_graph(prompt, negative, seed, steps, width, height, None)
-
-
-def build_z_image_pulid(prompt: str, negative: str, seed: int, steps: int, width: int, height: int,
-                        reference_image: str | None = None) -> Workflow:
-    return _z_image_graph(prompt, negative, seed, steps, width, height,
-                          _need_reference("z-image-pulid", reference_image))
+    return _z_image_graph(prompt, negative, seed, steps, width, height)
 
 
 def build_flux_pulid(prompt: str, negative: str, seed: int, steps: int, width: int, height: int,
@@ -155,7 +148,6 @@ def build_qwen_image(prompt: str, negative: str, seed: int, steps: int, width: i
 
 _BUILDERS: dict[str, Callable[..., Workflow]] = {
     "z-image-danrisi": build_z_image_danrisi,
-    "z-image-pulid": build_z_image_pulid,
     "flux-pulid": build_flux_pulid,
     "qwen-image": build_qwen_image,
 }
@@ -181,6 +173,8 @@ def workflow_base_model(name: str) -> str:
     try:
         return WORKFLOW_BASE_MODEL[name]
     except KeyError:
+        if name in RETIRED_WORKFLOWS:
+            raise RetiredWorkflowError(f"workflow {name} was withdrawn: {RETIRED_WORKFLOWS[name]}") from None
         raise UnknownWorkflowError(f"unknown workflow {name!r}; known workflows: {', '.join(WORKFLOWS)}") from None
 
 
@@ -193,9 +187,12 @@ def build_workflow(name: str, prompt: str, *, negative_prompt: str = "", seed: i
     prompt = clean_prompt(prompt)
     _check_params(seed, steps, width, height)
     if template is not None:
-        return parameterize_workflow(template, prompt, negative_prompt=negative_prompt, seed=seed, steps=steps,
-                                     width=width, height=height, reference_image=reference_image)
-    return _BUILDERS[name](prompt, negative_prompt, seed, steps, width, height, reference_image)
+        workflow = parameterize_workflow(template, prompt, negative_prompt=negative_prompt, seed=seed, steps=steps,
+                                         width=width, height=height, reference_image=reference_image)
+    else:
+        workflow = _BUILDERS[name](prompt, negative_prompt, seed, steps, width, height, reference_image)
+    check_identity_nodes(workflow)
+    return workflow
 
 
 def load_workflow_template(path: str | Path) -> Workflow:
@@ -220,6 +217,7 @@ def check_workflow(data: Any, source: str = "workflow") -> Workflow:
     result = validate_prompt(data)
     if not result.ok:
         raise InvalidWorkflowError(f"{source} fails ComfyUI validation: {result.error_summary()}")
+    check_identity_nodes(data, source)
     return copy.deepcopy(data)
 
 

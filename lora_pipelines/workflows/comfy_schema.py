@@ -4,6 +4,9 @@ The validator mirrors `execution.validate_prompt` / `validate_inputs` of that ve
 their ancestors are checked, per-node errors carry the server's shapes, and `as_http_400_body()` is the body the
 server sends with HTTP 400. Model-file combos are empty in the dump, so their choices come from `available_files`
 (the pod's models/ folders), which is how an unknown `lora_name` becomes a 400.
+
+`object_info_pulid_flux_ll.json.gz` holds the 7 nodes of lldacing/ComfyUI_PuLID_Flux_ll in the same format, copied
+by hand from its `pulidflux.py` (commit ba90657f, 2025-04-08): the PuLID pack the pod runs (docs/modal.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 SCHEMA_PACKAGE = "lora_pipelines.workflows"
 SCHEMA_DIR = "schema"
-SCHEMA_FILES = ("object_info.json.gz", "object_info_pulid_flux.json.gz")
+SCHEMA_FILES = ("object_info.json.gz", "object_info_pulid_flux_ll.json.gz")
 COMFYUI_VERSION = "0.3.64"
 
 # folder_paths.supported_pt_extensions: what a models/ folder lists.
@@ -42,7 +45,7 @@ def _cached_object_info() -> dict[str, Any]:
 
 
 def load_object_info() -> dict[str, Any]:
-    """Core nodes + PuLID-Flux nodes, as `/object_info` returns them (a fresh copy; the cache stays untouched)."""
+    """Core nodes + the PuLID-Flux (ll) nodes, as `/object_info` returns them (a fresh copy; the cache stays untouched)."""
     return copy.deepcopy(_cached_object_info())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
@@ -15,6 +16,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from sim_gpu.routes.common import SAFE_NAME, State, error_response, inject_faults
 
 router = APIRouter()
+
+
+@router.get("/system_stats")
+def system_stats(sim: State, _plan=Depends(inject_faults("system_stats"))) -> Any:
+    # The shape of ComfyUI's server.py; the numbers describe no real machine.
+    return {"system": {"os": os.name, "ram_total": 0, "ram_free": 0, "comfyui_version": sim.config.comfyui_version,
+                       "required_frontend_version": "", "installed_templates_version": "",
+                       "required_templates_version": "", "python_version": "", "pytorch_version": "",
+                       "embedded_python": False, "argv": []},
+            "devices": [{"name": "simulated", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
+                         "torch_vram_total": 0, "torch_vram_free": 0}]}
 
 
 @router.get("/object_info")
