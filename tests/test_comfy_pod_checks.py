@@ -18,11 +18,12 @@ from fastapi.responses import JSONResponse
 
 from lora_pipelines.gpu.comfyui import ComfyUIClient, PodNotReadyError, UnknownNodeTypeError
 from lora_pipelines.gpu.errors import GpuPermanentError
-from lora_pipelines.gpu.sim_launcher import SimGpuServer, free_port
+from lora_pipelines.gpu.sim_launcher import free_port
 from lora_pipelines.workflows import comfy_schema
 from lora_pipelines.workflows.builders import build_workflow
 from lora_pipelines.workflows.model_files import POD_MODEL_FILES
 from lora_pipelines.workflows.pod_needs import named_workflow_needs, pod_needs, version_tuple
+from sim_gpu.server import SimGpuServer
 
 # The keys ComfyUI's server.py puts in /system_stats (Comfy-Org/ComfyUI a125cd84, `system_stats()`).
 SYSTEM_KEYS = {"os", "ram_total", "ram_free", "comfyui_version", "required_frontend_version",
