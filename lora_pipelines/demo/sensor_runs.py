@@ -48,6 +48,8 @@ def new_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, sensor_
         result = sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    for event in result.asset_events or []:  # e.g. a training's progress, as the daemon records it
+        instance.report_runless_asset_event(event)
     if result.cursor is not None:
         cursors.set(sensor_name, result.cursor)
     requests = [r for r in result.run_requests or [] if not run_key_used(instance, r.run_key)]
@@ -65,7 +67,7 @@ def execute_request(instance: dg.DagsterInstance, defs: dg.Definitions, job_name
         tags[SENSOR_NAME_TAG] = sensor_name
     result = job.execute_in_process(
         instance=instance, partition_key=request.partition_key, run_config={**(request.run_config or {}), **QUIET},
-        tags=tags, raise_on_error=False,
+        tags=tags, raise_on_error=False, asset_selection=request.asset_selection,
     )
     label = f"{job_name}" + (f" [{request.partition_key}]" if request.partition_key else "")
     say(f"  {label}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id[:8]})")

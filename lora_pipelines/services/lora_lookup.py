@@ -26,18 +26,26 @@ from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects.files import sha256_of_file
 
 _inspections_lock = threading.Lock()
+_file_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+def _one_check_at_a_time(cache_key: tuple[str, str]) -> threading.Lock:
+    """The jobs of a concurrent batch wait for one check of a file instead of each downloading it."""
+    with _inspections_lock:
+        return _file_locks.setdefault(cache_key, threading.Lock())
 
 
 def inspect_stored_lora(ctx: PipelineContext, candidate: LoraCandidate) -> InspectOutcome:
     cache_key = (candidate.model_path or "", candidate.sha256 or "")
-    with _inspections_lock:
-        cached = ctx.lora_inspections.get(cache_key)
-    if cached is not None and cached.ok and ctx.store.exists(candidate.model_path):
-        return cached
-    outcome = _inspect_uncached(ctx, candidate)
-    with _inspections_lock:
-        ctx.lora_inspections[cache_key] = outcome
-    return outcome
+    with _one_check_at_a_time(cache_key):
+        with _inspections_lock:
+            cached = ctx.lora_inspections.get(cache_key)
+        if cached is not None and cached.ok and ctx.store.exists(candidate.model_path):
+            return cached
+        outcome = _inspect_uncached(ctx, candidate)
+        with _inspections_lock:
+            ctx.lora_inspections[cache_key] = outcome
+        return outcome
 
 
 def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate) -> InspectOutcome:
