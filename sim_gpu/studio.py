@@ -71,12 +71,18 @@ class Studio:
         self.lora_cache.mkdir(parents=True, exist_ok=True)
         (home / "crowd").mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._file_locks: dict[str, threading.Lock] = {}
         self._crop_cache: dict[tuple[str, float], np.ndarray | None] = {}
 
     # --- LoRA delivery (Modal apps keep a volume cache keyed by sha256) ---
+    def _file_lock(self, sha256: str) -> threading.Lock:
+        """One download per file; calls with other LoRAs (or none) go on meanwhile."""
+        with self._lock:
+            return self._file_locks.setdefault(sha256, threading.Lock())
+
     def fetch_lora(self, url: str, sha256: str) -> LoraFile:
         cached = self.lora_cache / f"{sha256}.safetensors"
-        with self._lock:
+        with self._file_lock(sha256):
             if not cached.exists():
                 try:
                     data = fetch_url(url, self.allowed_roots)
