@@ -51,8 +51,8 @@ class FaultPlan:
         self.delay_s = (f.latency_ms + (f.cold_start_ms if first else 0)) / 1000
         active = budget_ok
         self.hang = active and f.hang
-        errs = active and f.error_rate and rng.random() < f.error_rate
-        self.error_status = rng.choice(f.error_statuses) if errs else None
+        erring = active and f.error_rate and rng.random() < f.error_rate
+        self.error_status = rng.choice(f.error_statuses) if erring else None
         self.over_capacity = f.max_concurrent is not None and in_flight > f.max_concurrent
         if self.over_capacity:
             self.error_status, self.delay_s = 429, 0.0

@@ -59,8 +59,7 @@ def webserver(demo_home):
     env = {**os.environ, "LORA_PIPELINES_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
     log = open(home / "webserver.log", "w")
     command = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(command,
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
