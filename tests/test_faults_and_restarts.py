@@ -177,10 +177,12 @@ def test_killing_a_training_run_mid_call_trains_the_dataset_once(restart_world, 
         [request] = mine(world.evaluate_sensor("training_completion"))
         assert request.run_key == f"complete:{row.id}:{row.gpu_call_id}:succeeded"
 
-        resumed = world.run_job("training_job", partition_key=request.partition_key,
-                                tags={"dagster/run_key": request.run_key})
+        assert request.asset_selection == [dg.AssetKey("lora_artifact")], "only the finish: no dataset, no submit"
+        resumed = world.run_job("training_job", partition_key=request.partition_key, run_config=request.run_config,
+                                tags={"dagster/run_key": request.run_key}, asset_selection=request.asset_selection)
 
         assert resumed.success
+        assert resumed.asset_materializations_for_node("lora_artifact")
         assert world.spawns() == 1, "the dataset was submitted to the GPU once"
         [final] = repo.find_by_character_id(character.id)
         assert final.id == row.id and final.status == "ready" and final.gpu_call_id == row.gpu_call_id
