@@ -22,6 +22,7 @@ from sim_gpu.files import faces_in_lora, fetch_url, sha256_hex
 from sim_gpu.images import synthesize
 
 SWAP_SUCCESS_RATE = 0.8
+REFERENCE_CACHE_SIZE = 256  # reference photos whose face is remembered
 _PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -73,6 +74,7 @@ class Studio:
         self._lock = threading.Lock()
         self._file_locks: dict[str, threading.Lock] = {}
         self._crop_cache: dict[tuple[str, float], np.ndarray | None] = {}
+        self._reference_cache: dict[str, np.ndarray | None] = {}
 
     # --- LoRA delivery (Modal apps keep a volume cache keyed by sha256) ---
     def _file_lock(self, sha256: str) -> threading.Lock:
@@ -117,7 +119,18 @@ class Studio:
         return [f for f in faces if f is not None]
 
     def reference_face(self, image_bytes: bytes) -> np.ndarray | None:
-        return face_crop(open_rgb(image_bytes))
+        """The face of a reference photo, found once per photo: detection is CPU work of this simulator, which
+        would otherwise serialize concurrent face swaps that a real GPU service runs side by side."""
+        digest = hashlib.sha256(image_bytes).hexdigest()
+        with self._lock:
+            if digest in self._reference_cache:
+                return self._reference_cache[digest]
+        face = face_crop(open_rgb(image_bytes))
+        with self._lock:
+            if len(self._reference_cache) >= REFERENCE_CACHE_SIZE:
+                self._reference_cache.pop(next(iter(self._reference_cache)))
+            self._reference_cache[digest] = face
+        return face
 
     # --- rendering ---
     def render(self, *, seed: int, width: int, height: int, identity: Sequence[np.ndarray] = (),
