@@ -122,8 +122,21 @@ class Deployment:
 
         wait_until(lambda: is_healthy(self.url), 60, "the simulated GPU service")
 
+    def runs_in_progress(self) -> int:
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"]) as instance:
+            return len(instance.get_run_records(dg.RunsFilter(statuses=[
+                dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED])))
+
+    def settle(self) -> None:
+        """Let the runs in progress end (a generation run scores and checks after its last job)."""
+        wait_until(lambda: self.runs_in_progress() == 0, 600, "the runs in progress", interval_s=1.0)
+
     def start_daemon(self, **env: str) -> None:
         if self.daemon is not None:
+            self.settle()
             self.daemon.stop()
         command = [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")]
         self.daemon = Process("dagster-daemon", command, {**self.env, **env}, self.home / "daemon.log")
@@ -258,6 +271,7 @@ def main() -> None:
             rates[level] = (BATCH / span * 60, BATCH / ideal * 60)
             log(f"{level} parallel: {rates[level][0]:.1f} generations/min (ideal {rates[level][1]:.1f})")
         results["rates"] = rates
+        deployment.settle()
     finally:
         deployment.stop()
         ctx.close()

@@ -47,9 +47,9 @@ class Settings(BaseSettings):
         default=8, ge=1, le=256, description="GPU calls one process (a generation run) makes at once.")
     comfyui_concurrency: int = Field(
         default=2, ge=1, le=64, description="Calls in flight to the one ComfyUI pod, across every process using it.")
-    scoring_processes: int | None = Field(
-        default=None, ge=0, le=64, description="Processes that score generated faces while the GPU calls go on "
-        "(unset: one per CPU core, at most 4; 0: a thread of the run's own process).")
+    scoring_processes: int = Field(
+        default=0, ge=0, le=64, description="Worker processes that score generated faces while the GPU calls go "
+        "on; 0: one thread of the run's own process (dlib releases the GIL while it works).")
     generation_stale_seconds: float = Field(
         default=1800.0, gt=0, description="A running generation job older than this is requeued by the reaper."
     )

@@ -4,33 +4,28 @@ Each job runs in a thread of its own (`run_generation_job`: atomic claim, route 
 wait for the slots of services/route_limits.py, so at most LORA_PIPELINES_GPU_CONCURRENCY are in flight in this
 process however many threads wait. There are twice as many threads as call slots, so claiming, LoRA checks and
 uploads of some jobs overlap the GPU calls of others. The face score of an output is computed by `FaceScorer`
-off the job's thread, in worker processes, and recorded on that job before the batch returns.
+off the job's thread and recorded on that job before the batch returns.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.generation import GenerationOutcome, run_generation_job
 
-MAX_SCORING_PROCESSES = 4
-
 
 class FaceScorer:
     """Runs the scoring of outputs beside the GPU calls; `close()` waits until every submitted score is recorded.
 
-    With `processes` > 0, dlib runs in that many worker processes (the threads here only wait for them); with 0 it
-    runs in these threads, with the context's own analyzer."""
+    By default one thread of this process scores with the context's analyzer: dlib releases the GIL while it
+    detects and embeds, so the GPU-call threads go on. With `processes` > 0 (LORA_PIPELINES_SCORING_PROCESSES),
+    dlib runs in that many worker processes instead, fed by as many threads."""
 
     def __init__(self, ctx: PipelineContext, processes: int | None = None) -> None:
-        if processes is None:
-            processes = ctx.settings.scoring_processes
-        if processes is None:
-            processes = min(MAX_SCORING_PROCESSES, os.cpu_count() or 1)
+        processes = ctx.settings.scoring_processes if processes is None else processes
         self._analyzer = None
         self._ctx = ctx
         if processes > 0:
