@@ -167,12 +167,21 @@ def gpu_call_seconds(url: str, photo: bytes, calls: int = 3) -> float:
     return statistics.median(seconds)
 
 
+def _with_status(jobs, ids: list[int], status: str) -> list[int]:
+    """One query, so that watching does not load the machine it measures."""
+    import sqlalchemy as sa
+
+    query = sa.text("SELECT id FROM generation_jobs WHERE status = :status AND id BETWEEN :a AND :b")
+    with jobs.db.engine.connect() as conn:
+        return list(conn.execute(query, {"status": status, "a": min(ids), "b": max(ids)}).scalars())
+
+
 def succeeded(jobs, ids: list[int]) -> int:
-    return sum(jobs.get(i).status == "succeeded" for i in ids)
+    return len(_with_status(jobs, ids, "succeeded"))
 
 
 def failed(jobs, ids: list[int]) -> list[int]:
-    return [i for i in ids if jobs.get(i).status == "failed"]
+    return _with_status(jobs, ids, "failed")
 
 
 def overheads(rows, enqueued_at) -> tuple[float, float]:
@@ -249,7 +258,7 @@ def main() -> None:
                 raise SystemExit(f"generation jobs failed: {failed(jobs, ids)}")
             if now > 900:
                 raise SystemExit("the deployment did not finish within 15 minutes")
-            time.sleep(0.25)
+            time.sleep(0.5)
         rows = [jobs.get(i) for i in ids]
         in_run_s, before_s = overheads(rows, enqueued_at)
         stats = httpx.get(f"{deployment.url}/_sim/stats", timeout=10).json()

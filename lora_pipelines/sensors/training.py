@@ -38,7 +38,7 @@ def new_characters_sensor(context: dg.SensorEvaluationContext, pipeline: Pipelin
     )
 
 
-@dg.sensor(name="training_completion", job=training_job, minimum_interval_seconds=10,
+@dg.sensor(name="training_completion", job=training_job, minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def training_completion_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
     """Polls GPU calls in flight: shows their progress on trained_lora, and requests lora_artifact for each ended
