@@ -267,7 +267,7 @@ def main() -> None:
 
         # 3. generations per minute at each level of parallel calls
         rates = {}
-        for level in [int(x) for x in args.levels.split(",")]:
+        for level in [int(x) for x in args.levels.split(",") if x.strip()]:
             log(f"restarting the daemon with LORA_PIPELINES_GPU_CONCURRENCY={level}")
             deployment.start_daemon(LORA_PIPELINES_GPU_CONCURRENCY=str(level))
             batch = jobs.enqueue(jack.id, "qwen-image", PROMPT, count=BATCH)

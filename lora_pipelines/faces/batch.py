@@ -139,6 +139,12 @@ def analyze_many(
         return pool.analyze_many(sources, detect_max_side=detect_max_side, upsample=upsample, chunk_size=chunk_size)
 
 
+def _init_background_worker() -> None:
+    """A worker that yields the CPU to the processes others wait for."""
+    os.nice(10)
+    _init_worker()
+
+
 def _analyze_image(img: Image.Image, options: dict) -> list[DetectedFace]:
     assert _worker_analyzer is not None, "worker started without _init_worker"
     return _worker_analyzer.analyze(img, **options)
@@ -157,7 +163,8 @@ class ProcessAnalyzer:
         with self._lock:
             if self._executor is None:
                 context = multiprocessing.get_context("forkserver")
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker)
+                self._executor = ProcessPoolExecutor(self.workers, mp_context=context,
+                                                     initializer=_init_background_worker)
             return self._executor
 
     def warm_up(self) -> None:

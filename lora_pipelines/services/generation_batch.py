@@ -9,12 +9,24 @@ off the job's thread and recorded on that job before the batch returns.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.generation import GenerationOutcome, run_generation_job
+
+SCORING_NICENESS = 10
+
+
+def _background_priority() -> None:
+    """Scoring yields the CPU to the work others wait for (GPU calls, other runs' steps). On Linux a thread's
+    niceness is its own; elsewhere this may lower the whole process, or do nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCORING_NICENESS)
 
 
 class FaceScorer:
@@ -34,7 +46,8 @@ class FaceScorer:
             self._analyzer = ProcessAnalyzer(processes)
             self._ctx = copy.copy(ctx)  # the same database, store and GPU clients; only the analyzer differs
             self._ctx.__dict__["analyzer"] = self._analyzer  # PipelineContext.analyzer is a cached_property
-        self._threads = ThreadPoolExecutor(max(1, processes), thread_name_prefix="face-scoring")
+        self._threads = ThreadPoolExecutor(max(1, processes), thread_name_prefix="face-scoring",
+                                           initializer=_background_priority)
         self._pending: list[Future] = []
 
     def submit(self, scoring: Callable[[PipelineContext], None]) -> None:
