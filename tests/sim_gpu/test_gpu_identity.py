@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lora_pipelines.gpu.comfyui import ComfyUIClient
-from lora_pipelines.gpu.endpoints import ModalEndpointsClient
-from lora_pipelines.gpu.errors import GpuPermanentError
-from lora_pipelines.gpu.pod_cache import ensure_lora_on_pod
-from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
-from lora_pipelines.workflows.builders import build_workflow
-from lora_pipelines.workflows.lora import insert_lora
-from sim_gpu.files import faces_in_lora
-from test_gpu_support import (
+from gpu_support import (
     MODAL_KEY,
     MODAL_SECRET,
     SAME_PERSON,
@@ -29,6 +21,14 @@ from test_gpu_support import (
     shared_sim,
     trained_lora,
 )
+from lora_pipelines.gpu.comfyui import ComfyUIClient
+from lora_pipelines.gpu.endpoints import ModalEndpointsClient
+from lora_pipelines.gpu.errors import GpuPermanentError
+from lora_pipelines.gpu.pod_cache import ensure_lora_on_pod
+from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
+from lora_pipelines.workflows.builders import build_workflow
+from lora_pipelines.workflows.lora import insert_lora
+from sim_gpu.files import faces_in_lora
 
 SIZE = 512
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from conftest import REPO_ROOT
 from lora_pipelines.partitions import partition_key
 from lora_pipelines.planning.generation import plan_pending_generations
 from lora_pipelines.services import training as training_svc
@@ -29,7 +30,7 @@ from pipeline_helpers import open_world, person_photos
 
 pytest_plugins = ["pipeline_helpers"]
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = REPO_ROOT / "tests"
 TINY = timedelta(milliseconds=1)
 
 

@@ -1,7 +1,7 @@
 """Shared set-up of the GPU tests: one simulated GPU service per test process (real HTTP, in-process uvicorn),
 training datasets built from the shared photos, and dlib face embeddings to judge who an image shows.
 
-No tests here; the tests/test_gpu_*.py modules import these helpers.
+No tests here; the GPU, simulated-GPU and workflow tests import these helpers.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors.numpy import save_file
 
+from conftest import REPO_ROOT
 from lora_pipelines.domain.lora_format import lora_tensor_shapes
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse, TrainingResult, TrainingSpec
@@ -31,8 +32,6 @@ from modal_apps.dataset import DatasetError, prepare_dataset, unpack_flat
 from modal_apps.generation_service import GenerationService, InputRejected
 from modal_apps.lora_cache import LoraCache, LoraIntegrityError, http_fetch
 from modal_apps.training_job import run_training
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def person_photos(faces_dir: Path, person: str) -> list[Path]:

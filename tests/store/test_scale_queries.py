@@ -13,13 +13,13 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from conftest import REPO_ROOT
 from lora_pipelines.planning.training import CharacterCursor
 from lora_pipelines.reporting import metrics
 from lora_pipelines.store.characters import CharactersRepository
@@ -29,7 +29,6 @@ from lora_pipelines.store.lora_models import LoraModelsRepository
 
 pytestmark = pytest.mark.postgres
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHARACTERS = 3_000
 

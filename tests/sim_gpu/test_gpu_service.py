@@ -11,17 +11,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO_ROOT
+from gpu_support import shared_sim
 from lora_pipelines.gpu import schemas
 from lora_pipelines.gpu.factory import GpuConfigError, build_gpu_services
 from lora_pipelines.gpu.sim_launcher import STATE_FILE, ensure_sim_gpu_running, sim_home
 from lora_pipelines.settings import Settings
-from test_gpu_support import shared_sim
 
 MODAL_ROUTE_MODELS = {
     ("/functions/{app_name}/{function}/spawn", "post"): (schemas.TrainingSpec, schemas.SpawnResponse),
@@ -116,7 +116,7 @@ def test_factory_refuses_incomplete_production_settings(tmp_path):
 
 
 def test_sim_gpu_shares_only_schemas_domain_and_workflows_with_the_orchestrator():
-    root = Path(__file__).resolve().parents[1] / "sim_gpu"
+    root = REPO_ROOT / "sim_gpu"
     imported = set()
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -16,10 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import IN_CI
+from conftest import IN_CI, REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts" / "ui"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "ui"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -45,7 +44,7 @@ def demo_home(tmp_path_factory, faces_dir):
     env = {**os.environ, "LORA_PIPELINES_DEMO_PHOTOS_DIR": str(photos), "DAGSTER_HOME": str(home / "dagster_home"),
            "LORA_PIPELINES_MIN_PHOTOS": "3"}
     env.pop("LORA_PIPELINES_HOME", None)
-    done = subprocess.run([str(BIN / "lora-pipelines"), "demo", "--home", str(home)], cwd=REPO, env=env,
+    done = subprocess.run([str(BIN / "lora-pipelines"), "demo", "--home", str(home)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "LoRA usage rate:" in done.stdout and "report:" in done.stdout, done.stdout
@@ -60,7 +59,7 @@ def webserver(demo_home):
     log = open(home / "webserver.log", "w")
     command = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(command,
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
