@@ -243,7 +243,8 @@ def test_a_sensor_tick_never_starts_the_simulated_gpu_service(lp_home, faces_dir
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("characters", [str(character.id)])
-        ticks = {name: tick(instance, name) for name in ("new_characters", "training_completion", "pending_generations")}
+        names = ("new_characters", "training_completion", "pending_generations")
+        ticks = {name: tick(instance, name) for name in names}
 
         assert not sim_home(lp_home).exists(), "a tick started (or tried to start) the simulated service"
         assert _added_partitions(ticks["new_characters"]) == [str(character.id)]

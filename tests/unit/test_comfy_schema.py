@@ -49,7 +49,8 @@ def real_schema(comfyui_schema_dir):
 
 def test_packaged_schema_is_the_shared_dump(real_schema):
     packaged = load_object_info()
-    pulid_ll = {name for name, node in packaged.items() if node["python_module"] == "custom_nodes.ComfyUI_PuLID_Flux_ll"}
+    pulid_ll = {name for name, node in packaged.items()
+                if node["python_module"] == "custom_nodes.ComfyUI_PuLID_Flux_ll"}
     assert {k: v for k, v in packaged.items() if k not in pulid_ll} == {
         k: v for k, v in real_schema.items() if not v["python_module"].startswith("custom_nodes.")}
     # The PuLID pack the pod runs (lldacing's) keeps the names, inputs and outputs of the shared balazik dump.
