@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from gpu_support import MODAL_KEY, MODAL_SECRET, shared_sim
+from gpu_support import MODAL_KEY, MODAL_SECRET
 from lora_pipelines.gpu.comfyui import ComfyUIClient
 from lora_pipelines.gpu.endpoints import ModalEndpointsClient, endpoint_url
 from lora_pipelines.gpu.errors import GpuBackendError, GpuPermanentError, GpuTimeoutError, GpuTransientError
@@ -19,11 +19,6 @@ from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
 from lora_pipelines.settings import Settings
 
 SMALL = GenerateRequest(model="z-image-turbo", prompt="a lighthouse", width=64, height=64, seed=1)
-
-
-@pytest.fixture(scope="module")
-def sim(faces_dir):
-    return shared_sim(faces_dir)
 
 
 @pytest.fixture()

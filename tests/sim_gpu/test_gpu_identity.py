@@ -18,7 +18,6 @@ from gpu_support import (
     distance_to,
     embed,
     reference_embeddings,
-    shared_sim,
     trained_lora,
 )
 from lora_pipelines.gpu.comfyui import ComfyUIClient
@@ -31,11 +30,6 @@ from lora_pipelines.workflows.lora import insert_lora
 from sim_gpu.files import faces_in_lora
 
 SIZE = 512
-
-
-@pytest.fixture(scope="module")
-def sim(faces_dir):
-    return shared_sim(faces_dir)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, wait_for
 from gpu_support import shared_sim
 from lora_pipelines.gpu import schemas
 from lora_pipelines.gpu.factory import GpuConfigError, build_gpu_services
@@ -87,10 +86,7 @@ def test_on_demand_service_is_started_once_reused_and_stops_itself(tmp_path):
         health = httpx.get(f"{url}/health").json()
         assert health["backend"] == "simulated" and health["pid"] == pid
         shutil.rmtree(home)  # an on-demand service outliving its home stops by itself
-        deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(pid)
+        wait_for(lambda: not _alive(pid), 5, "the orphaned service to stop", interval_s=0.1)
     finally:
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)

@@ -41,12 +41,6 @@ def probes(comfyui_schema_dir):
     return json.loads((comfyui_schema_dir / "probe_responses.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def real_schema(comfyui_schema_dir):
-    return comfy_schema.load_object_info_files(comfyui_schema_dir / "object_info.json",
-                                               comfyui_schema_dir / "object_info_pulid_flux.json")
-
-
 def test_packaged_schema_is_the_shared_dump(real_schema):
     packaged = load_object_info()
     pulid_ll = {name for name, node in packaged.items()

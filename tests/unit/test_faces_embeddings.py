@@ -11,14 +11,9 @@ from PIL import Image
 
 from lora_pipelines.faces.batch import analyze_many
 from lora_pipelines.faces.consistency import CharacterReference, score_faces
-from lora_pipelines.faces.embeddings import FaceAnalyzer, aligned_crop, default_analyzer, face_distance
+from lora_pipelines.faces.embeddings import aligned_crop, face_distance
 from lora_pipelines.faces.evaluation import pair_distances, separation_auc
 from lora_pipelines.faces.images import decode_image
-
-
-@pytest.fixture(scope="session")
-def analyzer() -> FaceAnalyzer:
-    return default_analyzer()
 
 
 @pytest.fixture(scope="session")
