@@ -21,6 +21,7 @@ from lora_pipelines.services import generation as generation_svc
 from lora_pipelines.services import training as training_svc
 from lora_pipelines.services.lora_files import IncompleteLoraPairError, lora_object_keys
 from lora_pipelines.services.lora_lookup import get_lora_for_generation, inspect_stored_lora
+from lora_pipelines.services.status import system_status
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from pipeline_helpers import check_results, open_world, person_photos
 
@@ -79,6 +80,9 @@ def test_training_publishes_both_experts_as_one_ready_lora(world):
     assert lora_object_keys(row) == [high, low]
     metadata = world.run.asset_materializations_for_node("lora_artifact")[0].metadata
     assert metadata["second_expert_path"].value == low and metadata["model_path"].value == high
+    [shown] = [c for c in system_status(world.ctx)["characters"] if c["id"] == world.katy.id][0]["loras"]
+    assert (shown["model_path"], shown["second_expert"]) == (
+        high, {"path": low, "sha256": row.second_expert_sha256, "size_bytes": row.second_expert_size_bytes})
 
 
 def test_a_rerun_re_verifies_both_stored_files_without_training(world):
