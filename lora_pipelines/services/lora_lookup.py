@@ -43,17 +43,15 @@ def inspect_stored_lora(ctx: PipelineContext, candidate: LoraCandidate) -> Inspe
 
 
 def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate, files: list[StoredFile]) -> InspectOutcome:
-    """The primary file's outcome; for a pair, the first outcome of the second file that is not the same."""
+    """The first file's outcome that fails or shows another base model than the row's, else the primary file's."""
     if not candidate.model_path:
         return InspectOutcome.failure("lora_file_unreachable", "the row has no modelPath")
-    primary = None
+    outcomes = []
     for file in files:
-        outcome = _inspect_file(ctx, file)
-        if primary is None:
-            primary = outcome
-        if not outcome.ok or outcome.base_model != primary.base_model:
-            return outcome
-    return primary
+        outcomes.append(_inspect_file(ctx, file))
+        if not outcomes[-1].ok or outcomes[-1].base_model != candidate.base_model:
+            return outcomes[-1]
+    return outcomes[0]
 
 
 def _inspect_file(ctx: PipelineContext, file: StoredFile) -> InspectOutcome:

@@ -4,6 +4,7 @@ whose second_expert the generation service loads. A missing, corrupt or swapped 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 from pathlib import Path
@@ -24,6 +25,7 @@ from lora_pipelines.services.lora_lookup import get_lora_for_generation, inspect
 from lora_pipelines.services.status import system_status
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from pipeline_helpers import check_results, open_world, person_photos
+from sim_gpu.files import lora_file_bytes
 
 pytest_plugins = ["pipeline_helpers"]
 
@@ -221,6 +223,11 @@ def test_selection_checks_both_files(world):
     assert wrong_sum.reason == "checksum_mismatch" and row.second_expert_path in wrong_sum.detail
     swapped = select(_candidate(row, second_expert_path=row.model_path, second_expert_sha256=row.sha256))
     assert swapped.reason == "lora_file_invalid" and "is the high_noise expert, not low_noise" in swapped.detail
+    flux = lora_file_bytes(base_model="flux", trigger_word="ohwx", rank=4, steps=1, faces=[], character_id="1", seed=1)
+    world.ctx.store.put_bytes("loras/elsewhere/1.safetensors", flux)
+    foreign_primary = select(_candidate(row, model_path="loras/elsewhere/1.safetensors",
+                                        sha256=hashlib.sha256(flux).hexdigest()))
+    assert foreign_primary.reason == "base_model_mismatch" and "its file is for flux" in foreign_primary.detail
     # the registry itself routes no Wan LoRA, so a real generation request never asks for one
     assert get_lora_for_generation(world.ctx, world.katy.id, "one-2.2").reason == "model_does_not_support_lora"
 
