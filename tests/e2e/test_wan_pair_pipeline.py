@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from conftest import person_photos
 from lora_pipelines.domain.keys import lora_expert_key, lora_key
 from lora_pipelines.domain.lora_selection import CharacterFacts, LoraCandidate, select_lora
 from lora_pipelines.domain.model_registry import ModelEntry, modal
@@ -24,7 +25,7 @@ from lora_pipelines.services.lora_files import IncompleteLoraPairError, lora_obj
 from lora_pipelines.services.lora_lookup import get_lora_for_generation, inspect_stored_lora
 from lora_pipelines.services.status import system_status
 from lora_pipelines.store.lora_models import LoraModelsRepository
-from pipeline_helpers import check_results, open_world, person_photos
+from pipeline_helpers import check_results, open_world
 from sim_gpu.files import lora_file_bytes
 
 pytest_plugins = ["pipeline_helpers"]
