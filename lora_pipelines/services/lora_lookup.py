@@ -60,7 +60,7 @@ def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate) -> Inspect
             inspection = inspect_lora_file(local)
         except InvalidLoraFileError as exc:
             return InspectOutcome.refused(exc, f"{candidate.model_path}: ")
-    return InspectOutcome.success(inspection.base_model)
+    return InspectOutcome.success(inspection)  # the whole header: selection compares its identity with the row
 
 
 def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str) -> LoraSelection:
@@ -72,7 +72,8 @@ def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str)
     rows = [] if character is None else LoraModelsRepository(ctx.db).find_by_character_id(character_id)
     candidates = [
         LoraCandidate(id=r.id, base_model=r.base_model, trigger_word=r.trigger_word, model_path=r.model_path,
-                      sha256=r.sha256, finished_at=r.finished_at)
+                      sha256=r.sha256, finished_at=r.finished_at, character_id=str(r.character_id),
+                      dataset_hash=r.dataset_hash)
         for r in rows if r.status == "ready"
     ]
     return select_lora(facts, entry, candidates, lambda c: inspect_stored_lora(ctx, c))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lora_pipelines.domain.keys import dataset_prefix, lora_key
+from lora_pipelines.domain.lora_identity import LoraIdentity, identity_mismatches
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
 from lora_pipelines.services.context import PipelineContext
@@ -140,6 +141,7 @@ def _spec(ctx: PipelineContext, row, descriptor: DatasetDescriptor) -> TrainingS
         dataset_url=ctx.store.presigned_url(descriptor.zip_key, expires_seconds=24 * 3600),
         dataset_sha256=descriptor.zip_sha256,
         trigger_word=descriptor.trigger_word,
+        dataset_hash=descriptor.dataset_hash,
         output_key=lora_key(descriptor.base_model, str(descriptor.character_id), str(row.id)),
         steps=ctx.settings.training_steps,
         rank=ctx.settings.training_rank,
@@ -220,10 +222,27 @@ class ArtifactChecks:
     base_model_matches: bool
     checksum_matches: bool
     detail: dict
+    identity_matches: bool = True  # the file names no other character, trigger word or dataset than the row
 
     @property
     def passed(self) -> bool:
-        return self.header_valid and self.base_model_matches and self.checksum_matches
+        return self.header_valid and self.base_model_matches and self.checksum_matches and self.identity_matches
+
+
+def _check_identity(row, metadata: dict | None, detail: dict) -> bool:
+    """Whose LoRA the file says it is, against the row; recorded in `detail` (identity, identity_problems)."""
+    if metadata is None:
+        return False
+    identity = LoraIdentity.from_metadata(metadata)
+    problems = identity_mismatches(identity, character_id=row.character_id, trigger_word=row.trigger_word,
+                                   dataset_hash=row.dataset_hash)
+    detail["identity"] = identity.status
+    detail["file_character_id"] = identity.character_id
+    detail["file_trigger_word"] = identity.trigger_word
+    detail["file_dataset_hash"] = identity.dataset_hash
+    if problems:
+        detail["identity_problems"] = problems
+    return not problems
 
 
 def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) -> ArtifactChecks:
@@ -244,7 +263,9 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             header_valid = True
             detail["detected_base_model"] = inspection.base_model
             detail["rank"] = inspection.rank
+            identity_ok = _check_identity(row, inspection.metadata, detail)
         except InvalidLoraFileError as exc:
+            identity_ok = False
             inspection = None
             header_valid = False
             detail["header_error"] = str(exc)
@@ -256,7 +277,7 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             stored_sha = ctx.store.sha256(key)
             detail["stored_sha256"] = stored_sha
             checksum_ok = stored_sha == result.sha256
-    checks = ArtifactChecks(header_valid, base_ok, checksum_ok, detail)
+    checks = ArtifactChecks(header_valid, base_ok, checksum_ok, detail, identity_ok)
     if checks.passed:
         info = ctx.store.stat(key)
         repo.transition(
@@ -264,7 +285,8 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             size_bytes=info.size_bytes, error=None,
         )
     else:
-        outcomes = (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok))
+        outcomes = (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok),
+                    ("identity", identity_ok))
         failed = [name for name, ok in outcomes if not ok]
         repo.transition(row.id, "failed", error="artifact verification failed: " + ", ".join(failed))
     return checks
@@ -278,12 +300,15 @@ def verify_ready_artifact(ctx: PipelineContext, row) -> ArtifactChecks:
         ctx.store.download_file(row.model_path, local)
         detail["stored_sha256"] = sha256_of_file(local)
         try:
-            detail["detected_base_model"] = inspect_lora_file(local).base_model
+            inspection = inspect_lora_file(local)
+            detail["detected_base_model"] = inspection.base_model
             header_valid = True
+            identity_ok = _check_identity(row, inspection.metadata, detail)
         except InvalidLoraFileError as exc:
-            header_valid = False
+            header_valid = identity_ok = False
             detail["header_error"] = str(exc)
     return ArtifactChecks(
-        header_valid, detail.get("detected_base_model") == row.base_model, detail["stored_sha256"] == row.sha256, detail
+        header_valid, detail.get("detected_base_model") == row.base_model, detail["stored_sha256"] == row.sha256, detail,
+        identity_ok,
     )
 
