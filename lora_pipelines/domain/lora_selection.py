@@ -43,6 +43,11 @@ LORA_IDENTITY_MISMATCH = "lora_identity_mismatch"
 REASONS = (CHARACTER_NOT_FOUND, LORA_DISABLED, MODEL_DOES_NOT_SUPPORT_LORA, NO_READY_LORA, BASE_MODEL_MISMATCH,
            LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID, LORA_IDENTITY_MISMATCH)
 FILE_FAILURES = (LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID)
+# After selection: the LoRA was chosen and sent, but the route errored, or the backend said it did not apply it.
+LORA_ROUTE_FAILED = "lora_route_failed"
+LORA_IGNORED = "lora_ignored"
+# A job skipped for one of these had a ready LoRA for its base model: it stays in the LoRA usage rate's denominator.
+REFUSALS = (*FILE_FAILURES, LORA_IDENTITY_MISMATCH, LORA_ROUTE_FAILED, LORA_IGNORED)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from lora_pipelines.domain.lora_identity import LoraIdentity, identity_mismatche
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.services.references import save_reference
+from lora_pipelines.services.references import References, save_references
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects.files import sha256_of_file
@@ -51,6 +51,7 @@ class DatasetDescriptor:
     dropped: list[dict] = field(default_factory=list)
     outliers: list[dict] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)  # usable photos kept out of training, for scoring only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,15 +97,16 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
     reused = _reuse_analysis(ctx, character, base_model)
     if reused is not None:
         return reused
+    photos = load_photos(ctx, character.photo_keys)
     dataset = build_training_dataset(
-        load_photos(ctx, character.photo_keys), trigger_word=character.trigger_word, analyzer=ctx.analyzer
+        photos, trigger_word=character.trigger_word, analyzer=ctx.analyzer, min_photos=ctx.settings.min_photos
     )
     prefix = dataset_prefix(base_model, str(character_id), dataset.dataset_hash)
     zip_bytes = dataset.to_zip_bytes()
     zip_key = f"{prefix}/dataset.zip"
     ctx.store.put_bytes(zip_key, zip_bytes, content_type="application/zip")
     ctx.store.put_bytes(f"{prefix}/manifest.json", json.dumps(dataset.manifest, indent=2, sort_keys=True).encode())
-    save_reference(ctx, character_id, [item.embedding for item in dataset.items])
+    save_references(ctx, character_id, _references(photos, dataset))
     descriptor = DatasetDescriptor(
         character_id=character_id,
         base_model=base_model,
@@ -118,9 +120,26 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
         dropped=[{"name": d.name, "reason": d.reason, "detail": d.detail} for d in dataset.dropped],
         outliers=[{"name": name, "distance": round(float(d), 4)} for name, d in dataset.identity.outliers],
         duplicates=[d.name for d in dataset.dropped if d.reason.startswith("near_duplicate")],
+        held_out=[h.name for h in dataset.held_out],
     )
     ctx.store.put_bytes(_analysis_key(character), json.dumps(descriptor.to_dict()).encode())
     return descriptor
+
+
+def _references(photos: list[tuple[str, bytes]], dataset) -> References:
+    """The faces scoring compares with: training photos (in-sample) and held-out ones, by dlib and SFace."""
+    from lora_pipelines.faces.recognisers import SFaceRecogniser, reference_embeddings
+
+    by_name = dict(photos)
+    sface = SFaceRecogniser()
+    training = [(item.name, by_name[item.name]) for item in dataset.items]
+    held = [(h.name, by_name[h.name]) for h in dataset.held_out]
+    return References(
+        in_sample={"dlib": [item.embedding for item in dataset.items], "sface": reference_embeddings(sface, training)[0]},
+        held_out={"dlib": [h.embedding for h in dataset.held_out], "sface": reference_embeddings(sface, held)[0]}
+        if held else {},
+        held_out_photos=[h.name for h in dataset.held_out],
+    )
 
 
 def dataset_is_trainable(descriptor: DatasetDescriptor) -> list[str]:
