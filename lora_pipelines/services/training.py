@@ -115,7 +115,7 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
         prefix=prefix,
         zip_key=zip_key,
         zip_sha256=hashlib.sha256(zip_bytes).hexdigest(),
-        usable=len(dataset.items),
+        usable=len(dataset.items) + len(dataset.held_out),  # held out only beyond the minimum: training still has it
         min_photos=ctx.settings.min_photos,
         dropped=[{"name": d.name, "reason": d.reason, "detail": d.detail} for d in dataset.dropped],
         outliers=[{"name": name, "distance": round(float(d), 4)} for name, d in dataset.identity.outliers],
