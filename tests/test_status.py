@@ -102,7 +102,8 @@ def test_status_json_splits_face_match_by_reference_and_recogniser(lp_home):
     without = split["without_lora"]
     assert without["held_out"]["dlib"] == {"rate": None, "matched": 0, "scored": 0}  # never mixed with in-sample
     assert without["in_sample"]["dlib"] == {"rate": 0.0, "matched": 0, "scored": 1}
-    assert split["recogniser_disagreement"] == {"rate": 0.5, "disagree": 1, "scored_by_both": 2}
+    assert split["recogniser_disagreement"] == {"rate": 0.5, "disagree": 1, "scored_by_both": 2,
+                                                "dlib_match_rate": 0.5, "sface_match_rate": 0.0}
     job = {j["id"]: j for j in data["generation_jobs"]}[used]
     assert (job["face_reference"], job["sface_similarity"], job["sface_match"]) == ("held_out", 0.31, False)
     table = CliRunner().invoke(main, ["status"]).stdout

@@ -69,6 +69,8 @@ def _counts() -> dict[str, Any]:
         "both_scored": sa.and_(scored, J.face_match.is_not(None), J.sface_match.is_not(None)),
         "recognisers_disagree": sa.and_(scored, J.face_match.is_not(None), J.sface_match.is_not(None),
                                         J.face_match != J.sface_match),
+        "both_scored_dlib_matched": sa.and_(scored, J.face_match.is_(True), J.sface_match.is_not(None)),
+        "both_scored_sface_matched": sa.and_(scored, J.sface_match.is_(True), J.face_match.is_not(None)),
     }
     for lora, on in (("with_lora", used), ("without_lora", sa.not_(used))):
         counts[f"held_out_{lora}"] = sa.and_(scored, on, held_out, J.face_match.is_not(None))
@@ -110,6 +112,9 @@ for _lora in ("with_lora", "without_lora"):
         RATES[f"sface_match_rate_{_lora}_{_kind}"] = RateDefinition(
             f"{_kind}_sface_matched_{_lora}", f"{_kind}_sface_{_lora}", _population)
 RATES["recogniser_disagreement_rate"] = RateDefinition("recognisers_disagree", "both_scored", "both_scored")
+# on the jobs both recognisers scored (each against the job's scoring references): how far their match rates differ
+RATES["dlib_match_rate"] = RateDefinition("both_scored_dlib_matched", "both_scored", "both_scored")
+RATES["sface_match_rate"] = RateDefinition("both_scored_sface_matched", "both_scored", "both_scored")
 SPLIT_RATES = tuple(name for name in RATES if name not in HEADLINE)
 
 
@@ -307,6 +312,8 @@ def face_match_summary(db: Database, *, since=None, hours=None, where: tuple = (
                          for kind in ("held_out", "in_sample")}
     summary["recogniser_disagreement"] = {"rate": entry("recogniser_disagreement_rate")["rate"],
                                           "disagree": totals["recognisers_disagree"],
-                                          "scored_by_both": totals["both_scored"]}
+                                          "scored_by_both": totals["both_scored"],
+                                          "dlib_match_rate": entry("dlib_match_rate")["rate"],
+                                          "sface_match_rate": entry("sface_match_rate")["rate"]}
     return summary
 
