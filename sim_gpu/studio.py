@@ -24,6 +24,7 @@ from sim_gpu.images import synthesize
 from sim_gpu.likeness import LoraTraits, mix, swap_weight, with_noise
 from sim_gpu.nobody import NobodyPool
 
+
 class LoraRejected(ValueError):
     """The LoRA cannot be used: not downloadable, wrong checksum, not a LoRA file."""
 

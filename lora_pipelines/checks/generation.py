@@ -48,7 +48,9 @@ def face_consistency(pipeline: PipelineResource) -> dg.AssetCheckResult:
     return result
 
 
-@dg.asset_check(asset="generation_outputs", description="Of generations that had a ready LoRA for their base model, the share the backend confirmed applying it; ERROR under 90%.")
+@dg.asset_check(asset="generation_outputs",
+                description="Of generations that had a ready LoRA for their base model, the share the backend "
+                            "confirmed applying it; ERROR under 90%.")
 def lora_usage_rate(pipeline: PipelineResource) -> dg.AssetCheckResult:
     db = pipeline.context.db
     return _result(metrics.lora_usage_rate(db, hours=WINDOW_HOURS), "lora_usage_rate", dg.AssetCheckSeverity.ERROR,

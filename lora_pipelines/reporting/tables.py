@@ -9,7 +9,6 @@ import pandas as pd
 
 from lora_pipelines.reporting.metrics import CHECK_TARGETS, HEADLINE, SPLIT_RATES, CheckTarget, Rate, judge
 from lora_pipelines.reporting.metrics import RATES as DEFINITIONS
-from lora_pipelines.reporting.queries import COUNT_COLUMNS
 
 SHOWN_CHARACTERS = 25  # per-character rows in report.md/report.html and bars in the plot; the CSV keeps every one
 SHOWN_BELOW_TARGET = 10  # character ids named in the computed face_consistency description

@@ -135,7 +135,8 @@ def _references(photos: list[tuple[str, bytes]], dataset) -> References:
     training = [(item.name, by_name[item.name]) for item in dataset.items]
     held = [(h.name, by_name[h.name]) for h in dataset.held_out]
     return References(
-        in_sample={"dlib": [item.embedding for item in dataset.items], "sface": reference_embeddings(sface, training)[0]},
+        in_sample={"dlib": [item.embedding for item in dataset.items],
+                   "sface": reference_embeddings(sface, training)[0]},
         held_out={"dlib": [h.embedding for h in dataset.held_out], "sface": reference_embeddings(sface, held)[0]}
         if held else {},
         held_out_photos=[h.name for h in dataset.held_out],
@@ -326,8 +327,6 @@ def verify_ready_artifact(ctx: PipelineContext, row) -> ArtifactChecks:
         except InvalidLoraFileError as exc:
             header_valid = identity_ok = False
             detail["header_error"] = str(exc)
-    return ArtifactChecks(
-        header_valid, detail.get("detected_base_model") == row.base_model, detail["stored_sha256"] == row.sha256, detail,
-        identity_ok,
-    )
+    base_ok = detail.get("detected_base_model") == row.base_model
+    return ArtifactChecks(header_valid, base_ok, detail["stored_sha256"] == row.sha256, detail, identity_ok)
 

@@ -21,9 +21,9 @@ from lora_pipelines.gpu.schemas import (
     GenerateRequest,
     GenerateResponse,
 )
+from sim_gpu.likeness import lora_weight
 from sim_gpu.routes.common import State, error_response, inject_faults, modal_auth
 from sim_gpu.state import SimState
-from sim_gpu.likeness import lora_weight
 from sim_gpu.studio import LoraRejected, is_triggered, seed_for
 
 router = APIRouter()
