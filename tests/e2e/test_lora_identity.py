@@ -10,12 +10,12 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load, save
 
+from conftest import person_photos
 from lora_pipelines.domain.keys import lora_key
 from lora_pipelines.domain.lora_format import IDENTITY_KEYS
 from lora_pipelines.reporting import metrics
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
-from pipeline_helpers import person_photos
 
 pytest_plugins = ["pipeline_helpers"]
 

@@ -12,29 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from conftest import person_photos
+from gpu_support import MODAL_KEY, MODAL_SECRET, SAME_PERSON, dataset_zip, embed, training_spec, wait_done
 from lora_pipelines.gpu.endpoints import ModalEndpointsClient
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
 from sim_gpu.likeness import LoraTraits, lora_quality, swap_quality
-from test_gpu_support import (
-    MODAL_KEY,
-    MODAL_SECRET,
-    SAME_PERSON,
-    dataset_zip,
-    embed,
-    person_photos,
-    shared_sim,
-    training_spec,
-    wait_done,
-)
 
 PERSON = "scarlett_johansson"  # 6 photos: 4 to train on, the last 2 held out for judging
 SEEDS = range(8)
-
-
-@pytest.fixture(scope="module")
-def sim(faces_dir):
-    return shared_sim(faces_dir)
 
 
 @pytest.fixture(scope="module")

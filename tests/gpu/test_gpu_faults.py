@@ -10,20 +10,15 @@ import time
 import httpx
 import pytest
 
+from gpu_support import MODAL_KEY, MODAL_SECRET
 from lora_pipelines.gpu.comfyui import ComfyUIClient
 from lora_pipelines.gpu.endpoints import ModalEndpointsClient, endpoint_url
 from lora_pipelines.gpu.errors import GpuBackendError, GpuPermanentError, GpuTimeoutError, GpuTransientError
 from lora_pipelines.gpu.schemas import GenerateRequest, LoraRef
 from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
 from lora_pipelines.settings import Settings
-from test_gpu_support import MODAL_KEY, MODAL_SECRET, shared_sim
 
 SMALL = GenerateRequest(model="z-image-turbo", prompt="a lighthouse", width=64, height=64, seed=1)
-
-
-@pytest.fixture(scope="module")
-def sim(faces_dir):
-    return shared_sim(faces_dir)
 
 
 @pytest.fixture()
@@ -114,7 +109,7 @@ def test_truncated_body_is_detected_and_retried(sim, faults):
 
 
 def test_truncated_download_never_passes_as_a_file(sim, faults, faces_dir, tmp_path):
-    from test_gpu_support import trained_lora
+    from gpu_support import trained_lora
 
     trained = trained_lora(faces_dir, "flux")
     faults({"files": {"truncated_response": True}})
@@ -314,7 +309,7 @@ def _spec():
 def test_concurrent_artifact_fetches_to_one_path_all_succeed(sim, faults, faces_dir, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from test_gpu_support import trained_lora
+    from gpu_support import trained_lora
 
     trained = trained_lora(faces_dir, "flux")
     faults({})

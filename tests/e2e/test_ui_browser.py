@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,22 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import IN_CI
+from conftest import IN_CI, REPO_ROOT
+from lora_pipelines.gpu.sim_launcher import free_port
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts" / "ui"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "ui"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 BIN = Path(sys.executable).parent
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ def demo_home(tmp_path_factory, faces_dir):
     env = {**os.environ, "LORA_PIPELINES_DEMO_PHOTOS_DIR": str(photos), "DAGSTER_HOME": str(home / "dagster_home"),
            "LORA_PIPELINES_MIN_PHOTOS": "3"}
     env.pop("LORA_PIPELINES_HOME", None)
-    done = subprocess.run([str(BIN / "lora-pipelines"), "demo", "--home", str(home)], cwd=REPO, env=env,
+    done = subprocess.run([str(BIN / "lora-pipelines"), "demo", "--home", str(home)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "LoRA usage rate:" in done.stdout and "report:" in done.stdout, done.stdout
@@ -56,12 +49,11 @@ def demo_home(tmp_path_factory, faces_dir):
 @pytest.fixture(scope="module")
 def webserver(demo_home):
     home, _ = demo_home
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LORA_PIPELINES_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
     log = open(home / "webserver.log", "w")
     command = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(command,
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -79,7 +79,8 @@ def test_metadata_is_tried_in_order_and_unknown_when_nothing_matches():
     # modelspec wins over ss_base_model_version, which wins over the keys
     meta = {"modelspec.architecture": "qwen-image/lora", "ss_base_model_version": "zimage"}
     assert inspect_lora_bytes(save(flux_keys, metadata=meta)).base_model == "qwen-image"
-    assert inspect_lora_bytes(save(flux_keys, metadata={"ss_base_model_version": "zimage"})).base_model == "z-image-turbo"
+    zimage_only = {"ss_base_model_version": "zimage"}
+    assert inspect_lora_bytes(save(flux_keys, metadata=zimage_only)).base_model == "z-image-turbo"
     other = {"some_adapter.proj.lora_down.weight": np.zeros((4, 8), np.float16)}
     result = inspect_lora_bytes(save(other, metadata={"modelspec.architecture": "some-new-model/lora",
                                                        "ss_base_model_version": "some_new_model"}))

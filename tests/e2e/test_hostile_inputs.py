@@ -57,13 +57,6 @@ def test_decode_image_refuses_and_names_the_problem(case):
     assert caught.value.reason == case.reason
 
 
-@pytest.fixture(scope="module")
-def analyzer():
-    from lora_pipelines.faces.embeddings import default_analyzer
-
-    return default_analyzer()
-
-
 def test_training_dataset_drops_every_bad_photo_and_keeps_the_good_ones(faces_dir, analyzer):
     good = [(p.name, p.read_bytes()) for p in person_photos(faces_dir, "katy_perry") if p.name in GOOD_PHOTOS]
     two_faces = ("two_faces.jpg", (faces_dir / "_edge" / "kit_with_rose.jpg").read_bytes())

@@ -17,7 +17,8 @@ def test_every_base_model_is_registered():
 def test_spec_routes():
     z = get_model("z-image-turbo")
     assert (z.supports_lora, z.route_kind, z.lora_route.target) == (True, "comfyui_workflow", "z-image-danrisi")
-    assert (z.face_swap_route.kind, z.face_swap_route.target) == ("modal_endpoint", "/face-swap")  # no PuLID for Z-Image
+    # no PuLID for Z-Image
+    assert (z.face_swap_route.kind, z.face_swap_route.target) == ("modal_endpoint", "/face-swap")
     assert z.standard_route.target == "z-image-danrisi"
     flux = get_model("flux")
     assert (flux.route_kind, flux.endpoint) == ("modal_endpoint", "/flux-lora")

@@ -1,7 +1,7 @@
 """Shared set-up of the GPU tests: one simulated GPU service per test process (real HTTP, in-process uvicorn),
 training datasets built from the shared photos, and dlib face embeddings to judge who an image shows.
 
-No tests here; the tests/test_gpu_*.py modules import these helpers.
+No tests here; the GPU, simulated-GPU and workflow tests import these helpers.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from conftest import person_photos
 from lora_pipelines.gpu.schemas import TrainingResult, TrainingSpec
 
 MODAL_KEY = "wk-test-key-5f1c9a7e"
@@ -66,10 +67,6 @@ def face_chip(path: Path, size: int = 256) -> Image.Image:
     pixels = np.asarray(image)
     box = max(detector(pixels, 1), key=lambda b: b.area())
     return Image.fromarray(dlib.get_face_chip(pixels, predictor(pixels, box), size=size, padding=0.4))
-
-
-def person_photos(faces_dir: Path, person: str) -> list[Path]:
-    return sorted(p for p in (faces_dir / person).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
 
 
 @dataclass

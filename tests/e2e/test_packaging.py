@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT
 
 
 def test_the_packaged_instance_template_is_the_repository_one():
     """`dagster.yaml` at the root is what `dagster dev` users and deployments copy; the demo writes the package's."""
-    packaged = REPO / "lora_pipelines" / "templates" / "dagster.yaml"
-    assert packaged.read_bytes() == (REPO / "dagster.yaml").read_bytes(), (
+    packaged = REPO_ROOT / "lora_pipelines" / "templates" / "dagster.yaml"
+    assert packaged.read_bytes() == (REPO_ROOT / "dagster.yaml").read_bytes(), (
         "lora_pipelines/templates/dagster.yaml differs from dagster.yaml; copy one over the other")
 
 
@@ -36,9 +36,9 @@ def installed(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("installed")
     source = root / "source"  # pip builds in the source folder: a copy keeps build/ and *.egg-info out of the checkout
     source.mkdir()
-    shutil.copy(REPO / "pyproject.toml", source / "pyproject.toml")
+    shutil.copy(REPO_ROOT / "pyproject.toml", source / "pyproject.toml")
     for package in ("lora_pipelines", "modal_apps"):
-        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"),
                             str(source)], capture_output=True, text=True, timeout=300, env=_clean_env())
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
@@ -92,5 +92,5 @@ def test_the_installed_demo_runs_from_another_folder(installed, tmp_path, faces_
         assert line in done.stdout, done.stdout[-3000:]
     assert "training_job [flux|" in done.stdout and "generation_job: succeeded" in done.stdout, done.stdout[-3000:]
     assert "dev -m lora_pipelines.definitions" in done.stdout, "no workspace.yaml once installed"
-    assert instance_yaml == (REPO / "dagster.yaml").read_bytes()
+    assert instance_yaml == (REPO_ROOT / "dagster.yaml").read_bytes()
     assert list(elsewhere.iterdir()) == [], "the demo wrote into the current folder instead of --home"

@@ -28,12 +28,6 @@ REFERENCE = "reference_face.png"
 
 
 @pytest.fixture(scope="session")
-def real_schema(comfyui_schema_dir):
-    return comfy_schema.load_object_info_files(comfyui_schema_dir / "object_info.json",
-                                               comfyui_schema_dir / "object_info_pulid_flux.json")
-
-
-@pytest.fixture(scope="session")
 def pod_files():
     return {**POD_MODEL_FILES, "loras": [LORA_NAME], "input": [REFERENCE]}
 

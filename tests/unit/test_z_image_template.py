@@ -41,7 +41,7 @@ def widget_values(node: dict, schema: dict) -> dict:
                 if name in ("seed", "noise_seed"):
                     names.append("control_after_generate")
     assert len(names) == len(node["widgets_values"]), (node["type"], names, node["widgets_values"])
-    return dict(zip(names, node["widgets_values"]))
+    return dict(zip(names, node["widgets_values"], strict=True))
 
 
 def test_the_template_is_the_one_we_compare_against(template, subgraph):

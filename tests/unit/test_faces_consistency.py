@@ -11,13 +11,8 @@ from PIL import Image, ImageEnhance
 
 from conftest import person_photos
 from lora_pipelines.faces.consistency import CharacterReference, score_image
-from lora_pipelines.faces.embeddings import FaceAnalyzer, default_analyzer, face_distance
+from lora_pipelines.faces.embeddings import face_distance
 from lora_pipelines.faces.images import decode_image
-
-
-@pytest.fixture(scope="session")
-def analyzer() -> FaceAnalyzer:
-    return default_analyzer()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import io
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,40 +20,19 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
-from safetensors.numpy import save_file
 
-from lora_pipelines.domain.lora_format import lora_tensor_shapes
+from conftest import REPO_ROOT, person_photos
+from lora_files import sha256, write_lora
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, GenerateResponse, TrainingResult, TrainingSpec
+from lora_pipelines.gpu.sim_launcher import free_port
 from modal_apps import artifacts, trainer_config
 from modal_apps.dataset import DatasetError, prepare_dataset, unpack_flat
 from modal_apps.generation_service import GenerationService, InputRejected
 from modal_apps.lora_cache import LoraCache, LoraIntegrityError, http_fetch
 from modal_apps.training_job import run_training
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def person_photos(faces_dir: Path, person: str) -> list[Path]:
-    return sorted(p for p in (faces_dir / person).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-
-
 # ---------------------------------------------------------------- helpers and test stand-ins
-
-def write_lora(path: Path, base_model: str, metadata: dict[str, str] | None = None, *, rank: int = 4,
-               seed: int = 0) -> Path:
-    """A small real safetensors file in the base model's key layout."""
-    rng = np.random.default_rng(seed)
-    tensors = {name: rng.standard_normal(shape).astype(np.float16)
-               for name, shape in lora_tensor_shapes(base_model, rank, scale_down=64).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 def spec_dict(**overrides) -> dict:
     spec = {
@@ -153,11 +131,7 @@ def s3_client(endpoint: str):
 
 
 def dead_endpoint() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 # ---------------------------------------------------------------- trainer config

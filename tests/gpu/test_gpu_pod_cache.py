@@ -115,7 +115,7 @@ def test_lru_eviction_keeps_files_in_use(tmp_path):
 
 
 def test_url_fetch_and_id_validation(tmp_path, faces_dir):
-    from test_gpu_support import shared_sim, trained_lora
+    from gpu_support import shared_sim, trained_lora
 
     sim = shared_sim(faces_dir)
     trained = trained_lora(faces_dir, "flux")

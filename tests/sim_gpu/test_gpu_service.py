@@ -10,18 +10,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO_ROOT, wait_for
+from gpu_support import shared_sim
 from lora_pipelines.gpu import schemas
 from lora_pipelines.gpu.factory import GpuConfigError, build_gpu_services
 from lora_pipelines.gpu.sim_launcher import STATE_FILE, ensure_sim_gpu_running, sim_home
 from lora_pipelines.settings import Settings
-from test_gpu_support import shared_sim
 
 MODAL_ROUTE_MODELS = {
     ("/functions/{app_name}/{function}/spawn", "post"): (schemas.TrainingSpec, schemas.SpawnResponse),
@@ -87,10 +86,7 @@ def test_on_demand_service_is_started_once_reused_and_stops_itself(tmp_path):
         health = httpx.get(f"{url}/health").json()
         assert health["backend"] == "simulated" and health["pid"] == pid
         shutil.rmtree(home)  # an on-demand service outliving its home stops by itself
-        deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(pid)
+        wait_for(lambda: not _alive(pid), 5, "the orphaned service to stop", interval_s=0.1)
     finally:
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -116,7 +112,7 @@ def test_factory_refuses_incomplete_production_settings(tmp_path):
 
 
 def test_sim_gpu_shares_only_schemas_domain_and_workflows_with_the_orchestrator():
-    root = Path(__file__).resolve().parents[1] / "sim_gpu"
+    root = REPO_ROOT / "sim_gpu"
     imported = set()
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

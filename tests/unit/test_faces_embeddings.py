@@ -11,14 +11,9 @@ from PIL import Image
 
 from lora_pipelines.faces.batch import analyze_many
 from lora_pipelines.faces.consistency import CharacterReference, score_faces
-from lora_pipelines.faces.embeddings import FaceAnalyzer, aligned_crop, default_analyzer, face_distance
+from lora_pipelines.faces.embeddings import aligned_crop, face_distance
 from lora_pipelines.faces.evaluation import pair_distances, separation_auc
 from lora_pipelines.faces.images import decode_image
-
-
-@pytest.fixture(scope="session")
-def analyzer() -> FaceAnalyzer:
-    return default_analyzer()
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +33,7 @@ def analyzed(faces_dir, manifest):
 def _single_faces(manifest, analyzed):
     return [
         (identity, result.faces[0])
-        for (_, identity), result in zip(manifest, analyzed, strict=True)
+        for (_, identity), result in zip(manifest, analyzed[: len(manifest)], strict=True)
         if not identity.startswith("_")
     ]
 
@@ -52,13 +47,14 @@ def test_batch_keeps_order_and_reports_bad_inputs_without_stopping(manifest, ana
 
 
 def test_every_single_person_photo_has_exactly_one_face(manifest, analyzed):
-    counts = {rel: len(r.faces) for (rel, identity), r in zip(manifest, analyzed, strict=True)
+    counts = {rel: len(r.faces) for (rel, identity), r in zip(manifest, analyzed[: len(manifest)], strict=True)
               if not identity.startswith("_")}
     assert set(counts.values()) == {1}, {rel: n for rel, n in counts.items() if n != 1}
 
 
 def test_two_faces_in_the_edge_photo(manifest, analyzed):
-    result = next(r for (rel, _), r in zip(manifest, analyzed, strict=True) if rel == "_edge/kit_with_rose.jpg")
+    photos = zip(manifest, analyzed[: len(manifest)], strict=True)
+    result = next(r for (rel, _), r in photos if rel == "_edge/kit_with_rose.jpg")
     assert len(result.faces) == 2
     left, right = sorted(result.faces, key=lambda f: f.box[0])
     assert left.box[2] <= right.box[0]  # two separate faces, not one counted twice

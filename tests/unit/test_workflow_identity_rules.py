@@ -99,8 +99,8 @@ def test_no_model_routes_a_face_through_a_graph_that_ignores_it():
 def test_the_simulated_pod_ignores_pulid_on_z_image_as_the_real_one_does(faces_dir):
     """The simulator may not be kinder than the pack: a graph posted straight to /prompt with PuLID on Z-Image
     runs, warns, and shows someone else; the same reference through flux-pulid shows the person."""
+    from gpu_support import SAME_PERSON, TRAIN_PERSON, distance_to, embed, reference_embeddings, shared_sim
     from lora_pipelines.gpu.comfyui import ComfyUIClient
-    from test_gpu_support import SAME_PERSON, TRAIN_PERSON, distance_to, embed, reference_embeddings, shared_sim
 
     sim = shared_sim(faces_dir)
     person = reference_embeddings(faces_dir, TRAIN_PERSON)

@@ -4,14 +4,13 @@ nothing is left marked UNVERIFIED. The ComfyUI pod table in the docs is the one 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
+from conftest import REPO_ROOT
 from lora_pipelines.workflows.model_files import MODEL_FILE_SOURCES
 from lora_pipelines.workflows.pod_needs import NODE_PACKS, named_workflow_needs
 from modal_apps import pins
 
-REPO = Path(__file__).resolve().parents[1]
-DOC = (REPO / "docs" / "modal.md").read_text()
+DOC = (REPO_ROOT / "docs" / "modal.md").read_text()
 
 
 def pinned(packages) -> dict[str, str]:
@@ -19,13 +18,13 @@ def pinned(packages) -> dict[str, str]:
 
 
 def test_nothing_is_left_unverified():
-    for path in [*sorted((REPO / "modal_apps").glob("*.py")), REPO / "docs" / "modal.md"]:
+    for path in [*sorted((REPO_ROOT / "modal_apps").glob("*.py")), REPO_ROOT / "docs" / "modal.md"]:
         assert "UNVERIFIED" not in path.read_text(), path
 
 
 def test_the_images_take_their_versions_from_the_pins_module():
     for name in ("training.py", "generation.py", "trainer_config.py", "diffusers_runner.py"):
-        source = (REPO / "modal_apps" / name).read_text()
+        source = (REPO_ROOT / "modal_apps" / name).read_text()
         assert not re.search(r'"[A-Za-z0-9_.\-\[\]]+==\d', source), f"{name} pins a version itself"
         assert "pins." in source, name
     assert re.fullmatch(r"[0-9a-f]{40}", pins.AI_TOOLKIT_COMMIT)

@@ -8,18 +8,17 @@ functions run), EXPLAINed with their parameters on a schema loaded like benchmar
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from conftest import REPO_ROOT, TEST_DATABASE_URL, _postgres_url_or_fail
 from lora_pipelines.planning.training import CharacterCursor
 from lora_pipelines.reporting import metrics
 from lora_pipelines.store.characters import CharactersRepository
@@ -29,8 +28,6 @@ from lora_pipelines.store.lora_models import LoraModelsRepository
 
 pytestmark = pytest.mark.postgres
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHARACTERS = 3_000
 
 
@@ -50,15 +47,8 @@ def bench() -> Any:
 @pytest.fixture(scope="module")
 def loaded(bench) -> Iterator[tuple[Database, Any]]:
     """A fresh schema, migrated, loaded with the benchmark's data set, with the benchmark's new changes on top."""
+    _postgres_url_or_fail()
     admin = sa.create_engine(normalize_url(TEST_DATABASE_URL))
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - no server: skip on a laptop, fail under CI
-        admin.dispose()
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"CI=true and PostgreSQL is not reachable: {exc.__class__.__name__}")
-        pytest.skip(f"PostgreSQL is not reachable at {TEST_DATABASE_URL}")
     schema = f"t_scale_{uuid.uuid4().hex[:10]}"
     with admin.begin() as conn:
         conn.execute(sa.text(f'create schema "{schema}"'))

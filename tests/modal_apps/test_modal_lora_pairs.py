@@ -8,14 +8,12 @@ import json
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi import HTTPException
 from pydantic import ValidationError
-from safetensors.numpy import save_file
 
+from lora_files import sha256, write_lora
 from lora_pipelines.domain.keys import InvalidIdError, expert_key, lora_expert_key, lora_key
-from lora_pipelines.domain.lora_format import lora_tensor_shapes
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.gpu.schemas import ExpertFile, ExpertRef, GenerateRequest, LoraRef, TrainingResult
 from modal_apps import generation_service, trainer_config
@@ -25,19 +23,6 @@ from modal_apps.lora_cache import CachedLora, LoraCache
 from modal_apps.training_job import run_training
 
 PAIR_DIR = "loras/one-2.2-character-char-9"
-
-
-def write_lora(path: Path, base_model: str, *, seed: int = 0, metadata: dict[str, str] | None = None) -> Path:
-    rng = np.random.default_rng(seed)
-    tensors = {name: rng.standard_normal(shape).astype(np.float16)
-               for name, shape in lora_tensor_shapes(base_model, 4, scale_down=64).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata or {"software": "ai-toolkit"})
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def spec(dataset: Path) -> dict:

@@ -207,7 +207,8 @@ def test_a_users_template_is_checked_by_what_it_loads():
 def test_packaged_pulid_schema_is_lldacings_pack():
     from importlib import resources
 
-    raw = resources.files("lora_pipelines.workflows").joinpath("schema", "object_info_pulid_flux_ll.json.gz").read_bytes()
+    schema = resources.files("lora_pipelines.workflows").joinpath("schema")
+    raw = schema.joinpath("object_info_pulid_flux_ll.json.gz").read_bytes()
     nodes = json.loads(gzip.decompress(raw))
     assert set(nodes) == {"PulidFluxModelLoader", "PulidFluxInsightFaceLoader", "PulidFluxEvaClipLoader",
                           "ApplyPulidFlux", "FixPulidFluxPatch", "PulidFluxOptions", "PulidFluxFaceDetector"}

@@ -8,10 +8,11 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from conftest import person_photos
 from lora_pipelines.domain.keys import lora_key
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
-from pipeline_helpers import check_results, person_photos
+from pipeline_helpers import check_results
 
 pytest_plugins = ["pipeline_helpers"]
 

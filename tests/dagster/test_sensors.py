@@ -8,6 +8,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
+from conftest import person_photos
 from lora_pipelines.domain.keys import photo_key
 from lora_pipelines.partitions import partition_key
 from lora_pipelines.planning.generation import plan_pending_generations
@@ -15,7 +16,7 @@ from lora_pipelines.services.reaper import requeue_stale_generations
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
-from pipeline_helpers import open_world, person_photos, photo_name
+from pipeline_helpers import open_world, photo_name
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +244,8 @@ def test_a_sensor_tick_never_starts_the_simulated_gpu_service(lp_home, faces_dir
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("characters", [str(character.id)])
-        ticks = {name: tick(instance, name) for name in ("new_characters", "training_completion", "pending_generations")}
+        names = ("new_characters", "training_completion", "pending_generations")
+        ticks = {name: tick(instance, name) for name in names}
 
         assert not sim_home(lp_home).exists(), "a tick started (or tried to start) the simulated service"
         assert _added_partitions(ticks["new_characters"]) == [str(character.id)]

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from conftest import REPO_ROOT, person_photos, wait_for
 from lora_pipelines.partitions import partition_key
 from lora_pipelines.planning.generation import plan_pending_generations
 from lora_pipelines.services import training as training_svc
@@ -25,22 +26,12 @@ from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects import ObjectStoreError
 from lora_pipelines.store.objects.local import LocalObjectStore
-from pipeline_helpers import open_world, person_photos
+from pipeline_helpers import open_world
 
 pytest_plugins = ["pipeline_helpers"]
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = REPO_ROOT / "tests"
 TINY = timedelta(milliseconds=1)
-
-
-def _wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 # ---------------------------------------------------------------- flaky GPU backend, end to end
@@ -161,7 +152,7 @@ def test_killing_a_training_run_mid_call_trains_the_dataset_once(restart_world, 
         repo = LoraModelsRepository(world.ctx.db)
         runner = _spawn_runner(world, "training_job", str(character.id), "flux")
         try:
-            row = _wait_for(lambda: next((r for r in repo.find_by_character_id(character.id)
+            row = wait_for(lambda: next((r for r in repo.find_by_character_id(character.id)
                                           if r.status == "training" and r.gpu_call_id), None), 120, "the GPU call")
             assert runner.poll() is None, runner.stderr.read().decode()[-2000:]
         finally:
@@ -170,7 +161,7 @@ def test_killing_a_training_run_mid_call_trains_the_dataset_once(restart_world, 
         [dead] = world.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": f"killed-{character.id}"}))
         assert dead.status == dg.DagsterRunStatus.STARTED  # the process died without saying so
 
-        _wait_for(lambda: world.ctx.gpu.training.poll(row.gpu_call_id).state == "succeeded", 60, "the call to end")
+        wait_for(lambda: world.ctx.gpu.training.poll(row.gpu_call_id).state == "succeeded", 60, "the call to end")
         mine = lambda result: [r for r in result.run_requests if r.partition_key == partition_key(character.id, "flux")]  # noqa: E731
         assert mine(world.evaluate_sensor("training_completion")) == [], "a run still marked started is left alone"
         world.instance.report_run_failed(dead)  # what run monitoring does for a run whose process died
@@ -196,8 +187,8 @@ def test_killing_a_generation_batch_leaves_no_job_lost_or_generated_twice(restar
         ids = jobs.enqueue(character.id, "qwen-image", "a portrait", count=6)
         runner = _spawn_runner(world, "generation_job", ",".join(map(str, ids)))
         try:
-            _wait_for(lambda: sum(jobs.get(i).status == "succeeded" for i in ids) >= 2, 120, "two finished jobs")
-            _wait_for(lambda: any(jobs.get(i).status == "running" for i in ids), 30, "a job in flight")
+            wait_for(lambda: sum(jobs.get(i).status == "succeeded" for i in ids) >= 2, 120, "two finished jobs")
+            wait_for(lambda: any(jobs.get(i).status == "running" for i in ids), 30, "a job in flight")
         finally:
             _kill(runner)
         world.set_faults({})

@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
+from conftest import person_photos
 from lora_pipelines.domain.keys import photo_key
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
-from pipeline_helpers import check_results, person_photos, photo_name, step_keys
+from pipeline_helpers import check_results, photo_name, step_keys
 
 pytest_plugins = ["pipeline_helpers"]
 

@@ -5,16 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gpu_support import dataset_zip, trained_lora, training_spec, wait_done
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.gpu.base import TrainingBackend
 from lora_pipelines.gpu.simulated import SimulatedTrainingBackend
 from sim_gpu.files import faces_in_lora
-from test_gpu_support import dataset_zip, shared_sim, trained_lora, training_spec, wait_done
-
-
-@pytest.fixture(scope="module")
-def sim(faces_dir):
-    return shared_sim(faces_dir)
 
 
 @pytest.fixture()

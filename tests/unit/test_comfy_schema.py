@@ -41,15 +41,10 @@ def probes(comfyui_schema_dir):
     return json.loads((comfyui_schema_dir / "probe_responses.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def real_schema(comfyui_schema_dir):
-    return comfy_schema.load_object_info_files(comfyui_schema_dir / "object_info.json",
-                                               comfyui_schema_dir / "object_info_pulid_flux.json")
-
-
 def test_packaged_schema_is_the_shared_dump(real_schema):
     packaged = load_object_info()
-    pulid_ll = {name for name, node in packaged.items() if node["python_module"] == "custom_nodes.ComfyUI_PuLID_Flux_ll"}
+    pulid_ll = {name for name, node in packaged.items()
+                if node["python_module"] == "custom_nodes.ComfyUI_PuLID_Flux_ll"}
     assert {k: v for k, v in packaged.items() if k not in pulid_ll} == {
         k: v for k, v in real_schema.items() if not v["python_module"].startswith("custom_nodes.")}
     # The PuLID pack the pod runs (lldacing's) keeps the names, inputs and outputs of the shared balazik dump.

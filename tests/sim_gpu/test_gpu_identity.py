@@ -10,6 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gpu_support import (
+    MODAL_KEY,
+    MODAL_SECRET,
+    SAME_PERSON,
+    TRAIN_PERSON,
+    distance_to,
+    embed,
+    reference_embeddings,
+    trained_lora,
+)
 from lora_pipelines.gpu.comfyui import ComfyUIClient
 from lora_pipelines.gpu.endpoints import ModalEndpointsClient
 from lora_pipelines.gpu.errors import GpuPermanentError
@@ -18,24 +28,8 @@ from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.workflows.builders import build_workflow
 from lora_pipelines.workflows.lora import insert_lora
 from sim_gpu.files import faces_in_lora
-from test_gpu_support import (
-    MODAL_KEY,
-    MODAL_SECRET,
-    SAME_PERSON,
-    TRAIN_PERSON,
-    distance_to,
-    embed,
-    reference_embeddings,
-    shared_sim,
-    trained_lora,
-)
 
 SIZE = 512
-
-
-@pytest.fixture(scope="module")
-def sim(faces_dir):
-    return shared_sim(faces_dir)
 
 
 @pytest.fixture(scope="module")

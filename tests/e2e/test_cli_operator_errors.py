@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,7 @@ from safetensors.numpy import save_file
 from conftest import person_photos
 from lora_pipelines.cli import main
 from lora_pipelines.domain import lora_format
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from lora_pipelines.gpu.sim_launcher import free_port
 
 
 def test_character_add_into_a_missing_bucket_says_what_to_check_and_leaves_no_character(
@@ -43,7 +37,7 @@ def test_character_add_into_a_missing_bucket_says_what_to_check_and_leaves_no_ch
 
 
 def test_an_unreachable_database_is_one_line_without_the_password(lp_home, monkeypatch):
-    monkeypatch.setenv("LORA_PIPELINES_DATABASE_URL", f"postgresql://app:s3cr3t-pw@127.0.0.1:{_closed_port()}/app")
+    monkeypatch.setenv("LORA_PIPELINES_DATABASE_URL", f"postgresql://app:s3cr3t-pw@127.0.0.1:{free_port()}/app")
 
     result = CliRunner().invoke(main, ["status"])
 
