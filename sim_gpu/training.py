@@ -23,8 +23,10 @@ from PIL import Image
 
 from lora_pipelines.domain.base_models import lora_experts
 from lora_pipelines.gpu.schemas import ExpertFile, TrainingPoll, TrainingResult, TrainingSpec
-from sim_gpu.faces import face_crop, square_resize
+from sim_gpu.faces import find_face, square_resize
 from sim_gpu.files import FetchRefused, fetch_url, lora_file_bytes, sha256_hex
+from sim_gpu.likeness import diversity
+from sim_gpu.nobody import DESCRIPTORS_FILE
 
 MAX_TRAINING_IMAGES = 24
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -118,7 +120,7 @@ class TrainingCalls:
         if sha256_hex(data) != spec.dataset_sha256:
             raise _Failed(
                 f"dataset checksum mismatch: expected {spec.dataset_sha256[:12]}…, got {sha256_hex(data)[:12]}…")
-        faces = _dataset_faces(data)
+        faces, descriptors = _dataset_faces(data)
         call.progress = 10.0
         ticks = 10
         for i in range(ticks):
@@ -129,9 +131,9 @@ class TrainingCalls:
             if fail_reason and i == ticks // 2:
                 raise _Failed(fail_reason)
         # Wan 2.2 14B is two files (high_noise, low_noise), as ai-toolkit writes it; the first is the primary file
-        written = [self._write_file(call, base_url, faces, expert, index)
+        written = [self._write_file(call, base_url, faces, descriptors, expert, index)
                    for index, expert in enumerate(lora_experts(spec.base_model) or (None,))]
-        self._remember_character(spec.character_id, faces)
+        self._remember_character(spec.character_id, faces, descriptors)
         (expert, primary), *rest = written
         second = None
         if rest:
@@ -141,13 +143,14 @@ class TrainingCalls:
                                      backend="simulated", expert=expert, second_expert=second)
         call.state, call.progress = "succeeded", 100.0
 
-    def _write_file(self, call: TrainingCall, base_url: str, faces: list[np.ndarray], expert: str | None,
-                    index: int) -> tuple[str | None, dict]:
+    def _write_file(self, call: TrainingCall, base_url: str, faces: list[np.ndarray], descriptors: list[np.ndarray],
+                    expert: str | None, index: int) -> tuple[str | None, dict]:
         """One trained file on disk; returns (expert, its location fields of TrainingResult / ExpertFile)."""
         spec = call.spec
         payload = lora_file_bytes(base_model=spec.base_model, trigger_word=spec.trigger_word, rank=spec.rank,
                                   steps=spec.steps, faces=faces, character_id=spec.character_id,
-                                  seed=int(spec.dataset_sha256[:8], 16) + index, expert=expert)
+                                  seed=int(spec.dataset_sha256[:8], 16) + index, expert=expert,
+                                  dataset_hash=spec.dataset_hash, photos=len(faces), diversity=diversity(descriptors))
         path = self.file_path(call.call_id, expert)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(payload)
@@ -155,12 +158,18 @@ class TrainingCalls:
         return expert, {"sha256": sha256_hex(payload), "size_bytes": len(payload),
                         "download_url": f"{base_url.rstrip('/')}/files/{path.name}", "volume_path": str(path)}
 
-    def _remember_character(self, character_id: str, faces: list[np.ndarray]) -> None:
-        """Keep the crops: to everyone else this character is now a face in the crowd."""
+    def _remember_character(self, character_id: str, faces: list[np.ndarray], descriptors: list[np.ndarray]) -> None:
+        """Keep the crops and their descriptors: the nobody pool leaves out every face that looks like them."""
         folder = self.characters_dir / character_id
         folder.mkdir(parents=True, exist_ok=True)
         for i, face in enumerate(faces):
             Image.fromarray(face).save(folder / f"{i:03d}.png")
+        if descriptors:
+            known = folder / DESCRIPTORS_FILE
+            previous = [np.load(known)] if known.exists() else []
+            tmp = folder / "descriptors.tmp.npy"
+            np.save(tmp, np.concatenate([*previous, np.stack(descriptors)]).astype(np.float32))
+            tmp.replace(known)
 
     def _save(self, call: TrainingCall) -> None:
         if call.state not in ("succeeded", "failed"):
@@ -188,7 +197,9 @@ class _Failed(Exception):
     pass
 
 
-def _dataset_faces(zip_bytes: bytes) -> list[np.ndarray]:
+def _dataset_faces(zip_bytes: bytes) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The aligned crop of every training image (a centre square where no face is found) and the dlib
+    descriptors of the faces found."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
     except zipfile.BadZipFile:
@@ -197,12 +208,14 @@ def _dataset_faces(zip_bytes: bytes) -> list[np.ndarray]:
                    if n.startswith("images/") and n.lower().endswith(IMAGE_SUFFIXES) and not n.endswith("/"))
     if not names:
         raise _Failed("dataset zip has no images/*.png")
-    faces = []
+    faces, descriptors = [], []
     for name in names[:MAX_TRAINING_IMAGES]:
         try:
             image = Image.open(io.BytesIO(archive.read(name))).convert("RGB")
         except OSError:
             raise _Failed(f"dataset image {name} is not readable") from None
-        crop = face_crop(image)
-        faces.append(crop if crop is not None else square_resize(image))
-    return faces
+        found = find_face(image)
+        faces.append(found.crop if found is not None else square_resize(image))
+        if found is not None:
+            descriptors.append(found.descriptor)
+    return faces, descriptors

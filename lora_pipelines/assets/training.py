@@ -115,6 +115,9 @@ def trained_lora(
                           description="The base model read from the file equals the row's baseModel."),
         dg.AssetCheckSpec("checksum_matches", asset="lora_artifact", blocking=True,
                           description="The stored object's sha256 equals the recorded sha256."),
+        dg.AssetCheckSpec("identity_matches", asset="lora_artifact", blocking=True,
+                          description="The file's own character id, trigger word and dataset hash "
+                                      "(lora_pipelines.* metadata) are the row's."),
     ],
 )
 def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource):
@@ -152,3 +155,11 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
     yield dg.AssetCheckResult(check_name="checksum_matches", passed=checks.checksum_matches,
                               metadata={"recorded": row.sha256 or "",
                                         "stored": str(checks.detail.get("stored_sha256")), **second_sums})
+    yield dg.AssetCheckResult(
+        check_name="identity_matches", passed=checks.identity_matches,
+        description="; ".join(checks.detail.get("identity_problems", [])) or checks.detail.get("identity"),
+        metadata={"row": dg.MetadataValue.json({"character_id": row.character_id, "trigger_word": row.trigger_word,
+                                                "dataset_hash": row.dataset_hash}),
+                  "file": dg.MetadataValue.json({k: checks.detail.get(f"file_{k}")
+                                                 for k in ("character_id", "trigger_word", "dataset_hash")}),
+                  "identity": str(checks.detail.get("identity"))})

@@ -77,7 +77,7 @@ def _inspect_file(ctx: PipelineContext, file: StoredFile) -> InspectOutcome:
     if file.expert is not None and said not in (None, file.expert):
         return InspectOutcome.failure("lora_file_invalid", f"{file.key}: the file is the {said} expert, "
                                                            f"not {file.expert}")
-    return InspectOutcome.success(inspection.base_model)
+    return InspectOutcome.success(inspection)  # the whole header: selection compares its identity with the row
 
 
 def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str) -> LoraSelection:
@@ -90,7 +90,8 @@ def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str)
     candidates = [
         LoraCandidate(id=r.id, base_model=r.base_model, trigger_word=r.trigger_word, model_path=r.model_path,
                       sha256=r.sha256, finished_at=r.finished_at, second_expert_path=r.second_expert_path,
-                      second_expert_sha256=r.second_expert_sha256)
+                      second_expert_sha256=r.second_expert_sha256, character_id=str(r.character_id),
+                      dataset_hash=r.dataset_hash)
         for r in rows if r.status == "ready"
     ]
     return select_lora(facts, entry, candidates, lambda c: inspect_stored_lora(ctx, c))

@@ -30,7 +30,11 @@ def _job(job) -> dict:
             "lora_model_id": job.lora_model_id, "trigger_word": job.trigger_word,
             "lora_skipped_reason": job.lora_skipped_reason, "mode": job.mode, "backend": job.backend,
             "output_keys": list(job.output_keys or []), "face_distance": job.face_distance,
-            "face_match": job.face_match, "routes": meta.get("routes", []), "error": job.error}
+            "face_match": job.face_match, "routes": meta.get("routes", []), "error": job.error,
+            "face_reference": job.face_reference, "sface_similarity": job.sface_similarity,
+            "sface_match": job.sface_match, "in_sample_face_match": job.in_sample_face_match,
+            "in_sample_sface_match": job.in_sample_sface_match, "lora_candidate_id": job.lora_candidate_id,
+            "lora_identity": meta.get("loraIdentity")}
 
 
 def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
@@ -45,4 +49,6 @@ def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
         ],
         "generation_jobs": [_job(j) for j in GenerationJobsRepository(ctx.db).list(limit=limit, newest_first=True)],
         "metrics": metrics.headline(ctx.db),
+        # held-out vs in-sample references, by dlib and by SFace, and where the two disagree
+        "face_match": metrics.face_match_summary(ctx.db),
     }

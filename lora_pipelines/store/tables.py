@@ -125,6 +125,15 @@ class GenerationJobRow(_Timestamps, Base):
     face_distance: Mapped[float | None] = mapped_column(sa.Float)
     face_match: Mapped[bool | None] = mapped_column(sa.Boolean)
     face_count: Mapped[int | None] = mapped_column(sa.Integer)
+    # how the face match was measured (migration 0003): face_* and sface_* against held-out photos when the
+    # character has some, else its training photos (face_reference says which); in_sample_* always against
+    # the training photos
+    face_reference: Mapped[str | None] = mapped_column(sa.String(16))
+    sface_similarity: Mapped[float | None] = mapped_column(sa.Float)
+    sface_match: Mapped[bool | None] = mapped_column(sa.Boolean)
+    in_sample_face_match: Mapped[bool | None] = mapped_column(sa.Boolean)
+    in_sample_sface_match: Mapped[bool | None] = mapped_column(sa.Boolean)
+    lora_candidate_id: Mapped[int | None] = mapped_column(sa.Integer)  # the ready LoRA it could use, used or not
     error: Mapped[str | None] = mapped_column(sa.Text)
     attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
