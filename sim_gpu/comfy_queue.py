@@ -57,7 +57,8 @@ class ComfyQueue:
         prompt_id = str(uuid.uuid4())
         outputs = list(validation.good_outputs)
         self.history[prompt_id] = {"prompt": [number, prompt_id, prompt, {"client_id": client_id}, outputs],
-                                   "outputs": {}, "status": {"status_str": "running", "completed": False, "messages": []},
+                                   "outputs": {},
+                                   "status": {"status_str": "running", "completed": False, "messages": []},
                                    "meta": {}}
         with self._lock:
             self._depth += 1
