@@ -130,9 +130,9 @@ def restart_world(tmp_path_factory):
     instance.dispose()
 
 
-def _spawn_runner(world, *args: str) -> subprocess.Popen:
+def _spawn_runner(world, *args: str, **env_vars: str) -> subprocess.Popen:
     script = RUNNER.format(tests=str(TESTS_DIR), dagster_home=str(world.dagster_home))
-    env = {**os.environ, **world.env}
+    env = {**os.environ, **world.env, **env_vars}
     return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
 
@@ -187,7 +187,8 @@ def test_killing_a_generation_batch_leaves_no_job_lost_or_generated_twice(restar
         character = world.add_character("Jack Dorsey", person_photos(faces_dir, "jack_dorsey"), lora_enabled=False)
         jobs = GenerationJobsRepository(world.ctx.db)
         ids = jobs.enqueue(character.id, "qwen-image", "a portrait", count=6)
-        runner = _spawn_runner(world, "generation_job", ",".join(map(str, ids)))
+        # two calls at a time: killed with jobs done, jobs in flight and jobs not started
+        runner = _spawn_runner(world, "generation_job", ",".join(map(str, ids)), LORA_PIPELINES_GPU_CONCURRENCY="2")
         try:
             wait_for(lambda: sum(jobs.get(i).status == "succeeded" for i in ids) >= 2, 120, "two finished jobs")
             wait_for(lambda: any(jobs.get(i).status == "running" for i in ids), 30, "a job in flight")
