@@ -79,7 +79,8 @@ def run_generation_batch(ctx: PipelineContext, job_ids: Sequence[int],
     if not job_ids:
         return
     threads = min(len(job_ids), 2 * ctx.settings.gpu_concurrency)
-    ctx.gpu  # noqa: B018 - build the GPU clients (and start the simulated service) once, before the threads
+    with contextlib.suppress(Exception):  # a backend that cannot be reached fails each job's routes, with the reason
+        ctx.gpu  # noqa: B018 - build the GPU clients (and start the simulated service) before the threads
     error: BaseException | None = None
     with FaceScorer(ctx) as scorer, ThreadPoolExecutor(threads, thread_name_prefix="generation") as pool:
         running = {pool.submit(run_generation_job, ctx, job_id, worker, score_later=scorer.submit): job_id
