@@ -18,7 +18,7 @@ MAX_COMPLETION_RUNS = 3  # runs that may try to finish one ended GPU call before
 COMPLETES_TAG = "lora_pipelines/completes"  # the plain completion key a run was requested for
 
 
-@dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=10,
+@dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def new_characters_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
     """Adds a partition per LoRA-enabled character and requests training for each base model once it has photos."""
