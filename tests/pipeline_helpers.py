@@ -27,7 +27,7 @@ from sim_gpu.server import SimGpuServer
 BASE_ENV = {
     "LORA_PIPELINES_MIN_PHOTOS": "4",
     "LORA_PIPELINES_TRAIN_BASE_MODELS": "flux,z-image-turbo",
-    "LORA_PIPELINES_TRAINING_STEPS": "100",
+    "LORA_PIPELINES_TRAINING_STEPS": "1000",  # a realistic LoRA: the simulated likeness depends on steps
     "LORA_PIPELINES_TRAINING_WAIT_SECONDS": "60",
     "LORA_PIPELINES_GPU_TIMEOUT_SECONDS": "30",
 }

@@ -30,6 +30,23 @@ def demo(home: Path | None) -> None:
     click.echo(f"face match without LoRA:      {_pct(m['face_match_rate_without_lora'])}")
     click.echo(f"generation success rate:      {_pct(m['generation_success_rate'])}")
     click.echo(f"fallback success rate:        {_pct(m['fallback_success_rate'])}")
+    click.echo("")
+    click.echo("face match per character (dlib / sface; held-out photos were never trained on):")
+    for name, split in result["characters"].items():
+        for lora in ("with_lora", "without_lora"):
+            parts = []
+            for kind in ("held_out", "in_sample"):
+                dlib, sface = split[lora][kind]["dlib"], split[lora][kind]["sface"]
+                if dlib["scored"] or sface["scored"]:
+                    parts.append(f"{kind.replace('_', '-')} {_pct(dlib['rate'])} / {_pct(sface['rate'])} "
+                                 f"({dlib['scored']} scored)")
+            click.echo(f"  {name:<14} {lora.replace('_', ' '):<13} {' · '.join(parts) or 'no generations'}")
+    agree = result["recognisers"]
+    gap = (None if agree["dlib_match_rate"] is None or agree["sface_match_rate"] is None
+           else abs(agree["dlib_match_rate"] - agree["sface_match_rate"]))
+    click.echo(f"recognisers on the {agree['scored_by_both']} jobs both scored: dlib {_pct(agree['dlib_match_rate'])}, "
+               f"sface {_pct(agree['sface_match_rate'])} (difference {'n/a' if gap is None else f'{gap:.3f}'}), "
+               f"disagree on {agree['disagree']}")
     where = " (from the repository folder)" if _checkout() else ""
     click.echo(f"took {result['seconds']}s. See it in the UI{where}: {ui_command(home)}")
     kept = [name for name in

@@ -37,6 +37,8 @@ class TrainingSpec(_Strict):
     dataset_url: str = Field(description="URL of the dataset zip (images + captions + manifest.json)")
     dataset_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     trigger_word: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    dataset_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,128}$",
+                                     description="lora_models.datasetHash; the trainer writes it into the file")
     # The Modal app writes the file at {volume}/{output_key}: a pattern, so no key climbs out with '..' or '/'.
     output_key: str = Field(
         pattern=_LORA_KEY,

@@ -12,12 +12,14 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from lora_pipelines.domain.keys import generation_output_key
-from lora_pipelines.domain.lora_selection import LoraSelection
+from lora_pipelines.domain.lora_selection import LORA_IGNORED, LORA_ROUTE_FAILED, LoraSelection
 from lora_pipelines.domain.model_registry import ModelEntry, Route, UnknownModelError, get_model
 from lora_pipelines.domain.prompts import InvalidPromptError, apply_trigger_word, clean_prompt
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.services.lora_files import is_pair, second_expert_ref
 from lora_pipelines.services.lora_lookup import get_lora_for_generation
+from lora_pipelines.services.references import training_photo_keys
 from lora_pipelines.services.scoring import score_job_output
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
@@ -71,6 +73,7 @@ def _lora_ref(ctx: PipelineContext, selection: LoraSelection, model: ModelEntry)
         lora_model_id=str(lora.id), url=ctx.store.presigned_url(lora.model_path), sha256=lora.sha256,
         base_model=lora.base_model, trigger_word=lora.trigger_word,
         strength_model=model.default_strength_model, strength_clip=model.default_strength_clip,
+        second_expert=second_expert_ref(ctx, lora),
     )
 
 
@@ -112,6 +115,8 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
     with ExitStack() as in_use:
         if mode == "lora":
             lora = selection.lora
+            if is_pair(lora.base_model):  # use_lora places one file; a pair would be half applied
+                raise RuntimeError(f"workflow {route.target} takes one LoRA file; LoRA {lora.id} is an expert pair")
             # the file stays on the pod (never evicted) until ComfyUI has run the prompt
             in_use.enter_context(use_lora(
                 str(lora.id), lora.sha256, lambda dest: ctx.store.download_file(lora.model_path, dest),
@@ -121,16 +126,37 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
                                    model.default_strength_clip)
         comfy.preflight(workflow)  # node types against /object_info, LoRA files against /models/loras
         prompt_id = comfy.queue_prompt(workflow)
-        comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
+        entry = comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
+        if mode == "lora" and (warning := _lora_not_loaded(entry, f"{selection.lora.id}.safetensors")):
+            raise LoraNotApplied(f"ComfyUI did not apply LoRA {selection.lora.id}: {warning}")
         images = comfy.fetch_outputs(prompt_id)
     if not images:
         raise RuntimeError(f"ComfyUI prompt {prompt_id} produced no image")
     return Rendered(images[0], "simulated" if ctx.gpu.backend_name == "simulated" else "comfyui", prompt)
 
 
+def _lora_not_loaded(entry: dict, lora_name: str) -> str | None:
+    """ComfyUI's "lora key not loaded" warning for this file among the prompt's messages, if it logged one."""
+    messages = ((entry or {}).get("status") or {}).get("messages") or []
+    for message in messages:
+        if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict):
+            text = str(message[1].get("message", ""))
+            if "lora key not loaded" in text and lora_name in text:
+                return text[:300]
+    return None
+
+
 def _render(ctx, route: Route, *args) -> Rendered:
     runner = _via_endpoint if route.kind == "modal_endpoint" else _via_comfyui
     return runner(ctx, route, *args)
+
+
+def _row_id(value) -> int | None:
+    """A lora_models id as the column takes it (selection's candidates carry the row id)."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> GenerationOutcome | None:
@@ -148,9 +174,10 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     character = CharactersRepository(ctx.db).get(job.character_id)
     selection = get_lora_for_generation(ctx, job.character_id, model.name)
     reference, reference_error = None, None
-    if character and character.photo_keys:
+    swap_photos = training_photo_keys(ctx, character) if character and character.photo_keys else []
+    if swap_photos:  # a training photo: a held-out one would make its own score a copy
         try:
-            reference = ctx.store.get_bytes(character.photo_keys[0])
+            reference = ctx.store.get_bytes(swap_photos[0])
         except Exception as exc:  # noqa: BLE001 - an unreadable reference photo only skips face swap
             reference_error = f"{exc.__class__.__name__}: {exc}"[:500]
 
@@ -165,12 +192,14 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     attempts: list[RouteAttempt] = []
     rendered: Rendered | None = None
     mode = None
+    ignored = False
     for mode, route in chain:
         started = time.perf_counter()
         try:
             prompt = apply_trigger_word(job.prompt, selection.lora.trigger_word if mode == "lora" else None)
             rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference)
         except Exception as exc:  # noqa: BLE001 - any route failure falls back; the reason is kept on the job
+            ignored = ignored or isinstance(exc, LoraNotApplied)
             attempts.append(RouteAttempt(mode, _route_name(route), False, f"{exc.__class__.__name__}: {exc}"[:500],
                                          round((time.perf_counter() - started) * 1000, 1)))
             continue
@@ -181,7 +210,8 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     used_lora = rendered is not None and mode == "lora"
     skipped = None
     if not used_lora:
-        skipped = selection.reason or ("lora_route_failed" if selection.lora is not None else None)
+        skipped = selection.reason or ((LORA_IGNORED if ignored else LORA_ROUTE_FAILED)
+                                       if selection.lora is not None else None)
     lora_id = selection.lora.id if used_lora else None
     trigger = selection.lora.trigger_word if used_lora else None
     metadata = {
@@ -190,14 +220,17 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
         "loraSkippedReason": skipped,
         "loraSkippedDetail": None if used_lora else selection.detail,
         "candidateLoraModelId": selection.lora.id if selection.lora is not None else None,
+        "loraIdentity": selection.identity if used_lora else None,  # "unverified": the file names no owner
         "routes": [asdict(a) for a in attempts],
         "fallback": mode != "lora" and rendered is not None,
     }
     if reference_error:
         metadata["referencePhotoError"] = reference_error
+    candidate = selection.candidate.id if selection.candidate is not None else None
     if rendered is None:
         jobs.finish(job.id, "failed", error="every route failed: " + "; ".join(a.error or "" for a in attempts),
-                    input_metadata={**job.input_metadata, **metadata}, lora_skipped_reason=skipped)
+                    input_metadata={**job.input_metadata, **metadata}, lora_skipped_reason=skipped,
+                    lora_candidate_id=_row_id(candidate))
         return GenerationOutcome(job.id, "failed", None, None, None, skipped, attempts)
 
     key = generation_output_key(str(job.id), 0)
@@ -206,7 +239,7 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     jobs.finish(
         job.id, "succeeded", output_keys=[key], sent_prompt=rendered.sent_prompt, lora_model_id=lora_id,
         trigger_word=trigger, lora_skipped_reason=skipped, mode=mode, backend=rendered.backend,
-        input_metadata={**job.input_metadata, **metadata},
+        input_metadata={**job.input_metadata, **metadata}, lora_candidate_id=_row_id(candidate),
     )
     if character is not None:
         try:

@@ -223,3 +223,43 @@ def test_report_shows_the_checks_dagster_ran(db, tmp_path, new_instance) -> None
     computed = build_report(ctx, day=date.today(), recorded_checks=latest_check_results(never_ran))
     assert computed.checks_source == "computed"
     assert computed.tables["checks"].set_index("check").loc["generation_success_rate", "passed"] == False  # noqa: E712
+
+
+def test_face_consistency_fails_when_every_scoring_failed(db) -> None:
+    """LoRA jobs that succeeded but could not be scored (the recogniser raised for each): "not measured", failed."""
+    seeder = Seeder(db)
+    seeder.character("Anna", with_lora=True)
+    ids = seeder.jobs("Anna", 4, path="lora", match=None)
+    for job_id in ids:
+        GenerationJobsRepository(db).merge_input_metadata(job_id, {"faceScoreError": "RuntimeError: model missing"})
+    evaluation = run_checks(db.url)["face_consistency"]
+    assert not evaluation.passed
+    assert evaluation.description == "not measured: 4 job(s) in the window, none measured"
+    assert (_meta(evaluation, "numerator"), _meta(evaluation, "denominator"), _meta(evaluation, "not_measured")) == (
+        0, 0, 4)
+
+
+def test_a_window_without_jobs_passes_every_check_with_no_jobs(db) -> None:
+    results = run_checks(db.url)
+    assert all(e.passed and e.description == "no jobs in the window" for e in results.values())
+
+
+def test_usage_rate_keeps_refusals_and_ignored_loras_in_the_denominator_by_reason(db) -> None:
+    seeder = baseline(db)
+    repo = GenerationJobsRepository(db)
+    refused = []
+    for reason in ("checksum_mismatch", "lora_identity_mismatch", "lora_ignored", "lora_file_unreachable"):
+        (job_id,) = repo.enqueue(seeder.characters["Anna"], "flux", "a portrait")
+        repo.claim(job_id, "worker")
+        repo.finish(job_id, "succeeded", lora_skipped_reason=reason, mode="face_swap", backend="simulated")
+        refused.append(job_id)
+    # a LoRA of another base model only (no ready one for flux): not in the denominator
+    (other,) = repo.enqueue(seeder.characters["Anna"], "flux", "a portrait")
+    repo.claim(other, "worker")
+    repo.finish(other, "succeeded", lora_skipped_reason="base_model_mismatch", mode="face_swap")
+    evaluation = run_checks(db.url)["lora_usage_rate"]
+    assert (_meta(evaluation, "numerator"), _meta(evaluation, "denominator")) == (20, 24)
+    assert not evaluation.passed
+    assert _meta(evaluation, "not_applied_by_reason") == {
+        "checksum_mismatch": 1, "lora_identity_mismatch": 1, "lora_ignored": 1, "lora_file_unreachable": 1}
+    assert _meta(evaluation, "worst_offenders") == sorted(refused, reverse=True)

@@ -254,10 +254,11 @@ class FaultyStore(LocalObjectStore):
         return super().sha256(key)
 
 
-def _training_row(world, character, n: int):
+def _training_row(world, character, n: int, dataset_hash: str):
+    """Another row for the same dataset (the file names its dataset: identity_matches compares it)."""
     repo = LoraModelsRepository(world.ctx.db)
     row = repo.create(character_id=character.id, base_model="flux", trigger_word=character.trigger_word,
-                      idempotency_key=f"store-fault:{character.id}:{n}", dataset_hash=f"{n:064x}",
+                      idempotency_key=f"store-fault:{character.id}:{n}", dataset_hash=dataset_hash,
                       training_model="ai-toolkit")
     return repo.transition(row.id, "training", gpu_call_id=f"fc-store-{n}", job_id=str(row.id), backend="simulated")
 
@@ -279,13 +280,13 @@ def test_a_faulty_object_store_never_leads_to_a_ready_lora(trained_world, faces_
                                    _gpu=world.ctx.gpu)
 
         # an upload cut short: the stored object's checksum differs → failed
-        cut = _training_row(world, character, 1)
+        cut = _training_row(world, character, 1, descriptor.dataset_hash)
         checks = training_svc.publish_artifact(faulty_ctx("truncate_upload"), cut.id, result)
         assert not checks.checksum_matches
         assert repo.get(cut.id).status == "failed" and "checksum" in repo.get(cut.id).error
 
         # the GPU side uploaded the file itself; our download of it comes back short → failed
-        uploaded = _training_row(world, character, 2)
+        uploaded = _training_row(world, character, 2, descriptor.dataset_hash)
         key = f"loras/flux-character-{character.id}/{uploaded.id}.safetensors"
         world.ctx.gpu.training.fetch_artifact(result, world.root / "gpu_upload.safetensors")
         world.ctx.store.put_file(key, world.root / "gpu_upload.safetensors")
@@ -295,7 +296,7 @@ def test_a_faulty_object_store_never_leads_to_a_ready_lora(trained_world, faces_
         assert repo.get(uploaded.id).status == "failed"
 
         # an upload that fails outright: a clear error, the row is not ready, and a later healthy retry publishes it
-        failing = _training_row(world, character, 3)
+        failing = _training_row(world, character, 3, descriptor.dataset_hash)
         with pytest.raises(ObjectStoreError, match="connection reset"):
             training_svc.publish_artifact(faulty_ctx("fail_upload"), failing.id, result)
         assert repo.get(failing.id).status == "training"

@@ -70,6 +70,7 @@ def test_the_installed_demo_runs_from_another_folder(installed, tmp_path, faces_
     photos = tmp_path / "photos"
     for person in ("barack_obama", "joe_biden"):
         shutil.copytree(faces_dir / person, photos / person)
+    shutil.copytree(faces_dir / "kit_harington", photos / "tom_hanks")  # stands in for the no-LoRA character
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # ../shared/faces has 4 Obama photos (the README demo's download has 5, the default minimum); one base model

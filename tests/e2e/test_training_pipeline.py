@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from conftest import person_photos
 from lora_pipelines.domain.keys import photo_key
+from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from pipeline_helpers import check_results, photo_name, step_keys
@@ -38,9 +39,11 @@ def test_six_photos_of_one_person_give_a_ready_lora_that_inspect_lora_identifies
     checks = check_results(result)
     assert {name: c.passed for name, c in checks.items()} == {
         "enough_photos": True, "single_identity": True, "no_duplicates": True,
-        "header_valid": True, "base_model_matches": True, "checksum_matches": True,
+        "header_valid": True, "base_model_matches": True, "checksum_matches": True, "identity_matches": True,
     }
     [row] = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "flux")
+    dataset = result.output_for_node("training_dataset")
+    assert len(dataset["held_out"]) == 1 and dataset["usable"] == 6  # 6 usable photos, minimum 4: one held out
     assert row.status == "ready" and row.error is None
     assert row.model_path == f"loras/flux-character-{world.katy.id}/{row.id}.safetensors"
     stored = world.home / "objects" / row.model_path
@@ -52,6 +55,10 @@ def test_six_photos_of_one_person_give_a_ready_lora_that_inspect_lora_identifies
     assert summary["base_model"] == "flux"
     assert summary["trigger_word"] == world.katy.trigger_word == row.trigger_word
     assert summary["sha256"] == row.sha256
+    header = inspect_lora_file(stored).metadata  # the file names its owner
+    assert header["lora_pipelines.character_id"] == str(world.katy.id)
+    assert (header["lora_pipelines.trigger_word"], header["lora_pipelines.dataset_hash"]) == (
+        row.trigger_word, row.dataset_hash)
     assert summary["size_bytes"] == row.size_bytes == stored.stat().st_size
     materialized = result.asset_materializations_for_node("lora_artifact")[0].metadata
     assert materialized["status"].value == "ready" and materialized["detected_base_model"].value == "flux"

@@ -34,6 +34,7 @@ def demo_home(tmp_path_factory, faces_dir):
     photos = home.parent / "photos"
     for person in ("barack_obama", "joe_biden"):
         shutil.copytree(faces_dir / person, photos / person)
+    shutil.copytree(faces_dir / "kit_harington", photos / "tom_hanks")  # stands in for the no-LoRA character
     # ../shared/faces has 4 Obama photos; the sdist the README demo downloads has 5 (the default minimum)
     env = {**os.environ, "LORA_PIPELINES_DEMO_PHOTOS_DIR": str(photos), "DAGSTER_HOME": str(home / "dagster_home"),
            "LORA_PIPELINES_MIN_PHOTOS": "3"}
@@ -52,8 +53,7 @@ def webserver(demo_home):
     env = {**os.environ, "LORA_PIPELINES_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
     log = open(home / "webserver.log", "w")
     command = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(command,
-                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

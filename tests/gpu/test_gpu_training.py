@@ -30,7 +30,7 @@ def test_trained_file_is_a_flux_lora_carrying_the_faces(faces_dir):
     inspection = inspect_lora_file(trained.path)
     assert inspection.base_model == "flux"
     assert inspection.trigger_word == "jnfrstn"
-    assert inspection.rank == 4
+    assert inspection.rank == 16
     assert inspection.sha256 == trained.result.sha256
     assert inspection.metadata["backend"] == "simulated"
     assert inspection.metadata["software"] == "lora_pipelines-sim"

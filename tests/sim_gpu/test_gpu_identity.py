@@ -81,7 +81,7 @@ def test_without_trigger_word_someone_else_appears(faces_dir, endpoints, person)
             model="flux-dev", prompt="portrait on a beach", width=SIZE, height=SIZE, seed=seed, lora=lora_ref(trained)))
         assert "trigger word" in response.lora.ignored_reason
         png = base64.b64decode(response.image_b64)
-        assert png_text(png)["face"] in ("crowd", "none")
+        assert png_text(png)["face"] in ("nobody", "none")
         distances.append(distance_to(embed(png), person))
     assert all(d >= SAME_PERSON for d in distances), distances
 

@@ -75,6 +75,7 @@ def seed(db: Database, jobs_count: int = 72, rng_seed: int = 20240501) -> dict:
     lora(anna, "one-2.1", ("training", {"training_started_at": at(old, 1)}), ("ready", {"finished_at": at(old, 1, 30)}))
 
     rng = random.Random(rng_seed)
+    split_rng = random.Random(rng_seed + 1)  # its own stream: the other numbers stay those of rng_seed
     ready = {anna.id: anna_flux.id, ben.id: ben_flux.id}
     for _ in range(jobs_count):
         character = rng.choice([anna, ben, cleo])
@@ -97,7 +98,11 @@ def seed(db: Database, jobs_count: int = 72, rng_seed: int = 20240501) -> dict:
                 jobs.record_face_score(job_id, None, None, 0)  # scored, no face found: counts as not matched
             else:
                 match = rng.random() < (0.9 if path == "lora" else 0.3)
-                jobs.record_face_score(job_id, 0.3 if match else 0.8, match, 1)
+                jobs.record_face_score(job_id, 0.3 if match else 0.8, match, 1,
+                                       face_reference=split_rng.choice(["held_out", "in_sample"]),
+                                       sface_match=match if split_rng.random() < 0.8 else not match,
+                                       in_sample_face_match=match or split_rng.random() < 0.5,
+                                       in_sample_sface_match=split_rng.random() < 0.7)
     # not finished, or refused before running: only the last one counts
     jobs.enqueue(anna.id, "flux", "queued", count=3)
     for job_id in jobs.enqueue(ben.id, "flux", "running", count=2):
@@ -121,7 +126,9 @@ def expected_counts(db: Database, since: datetime | None, key) -> dict:
         g = groups.setdefault(key(j), {n: [0, 0] for n in RATE_NAMES} | {"jobs": 0})
         g["jobs"] += 1
         ok = j.status == "succeeded"
-        if j.lora_model_id is not None or j.lora_skipped_reason == "lora_route_failed":
+        if (j.lora_model_id is not None or j.lora_candidate_id is not None
+                or j.lora_skipped_reason in ("lora_route_failed", "lora_ignored", "lora_identity_mismatch",
+                                             "lora_file_unreachable", "checksum_mismatch", "lora_file_invalid")):
             g["lora_usage_rate"][1] += 1
             g["lora_usage_rate"][0] += j.lora_model_id is not None
         if ok and j.face_count is not None:
@@ -363,6 +370,28 @@ def test_files_are_written_under_the_day_prefix(full_report, seeded) -> None:
     assert f"| generation_success_rate | {int(full_report.summary.loc[3, 'numerator'])} |" in markdown
     assert f"{success:.1%}" in markdown and f"{success:.1%}" in page
     assert full_report.report_uri == store.uri(f"{prefix}/report.html")
+
+
+def test_face_match_table_keeps_held_out_and_in_sample_apart_and_shows_both_recognisers(full_report, seeded) -> None:
+    every = [j for j in GenerationJobsRepository(seeded.db).list(limit=10_000)
+             if j.status == "succeeded" and j.face_count is not None]
+    table = full_report.tables["face_match"]
+    overall = table[table["character"] == "(all)"].set_index(["lora", "reference", "recogniser"])
+    for lora, used in (("with", True), ("without", False)):
+        jobs = [j for j in every if (j.lora_model_id is not None) == used]
+        for reference, recogniser, column in (("held_out", "dlib", "face_match"), ("held_out", "sface", "sface_match"),
+                                              ("in_sample", "dlib", "in_sample_face_match"),
+                                              ("in_sample", "sface", "in_sample_sface_match")):
+            scored = [j for j in jobs if getattr(j, column) is not None
+                      and (reference == "in_sample" or j.face_reference == "held_out")]
+            row = overall.loc[(lora, reference, recogniser)]
+            assert (row["scored"], row["matched"]) == (len(scored), sum(getattr(j, column) is True for j in scored))
+    both = [j for j in every if j.face_match is not None and j.sface_match is not None]
+    disagree = overall.loc[("any", "scoring", "dlib≠sface")]
+    assert (disagree["scored"], disagree["matched"]) == (len(both), sum(j.face_match != j.sface_match for j in both))
+    markdown = seeded.ctx.store.get_bytes(f"{full_report.prefix}/report.md").decode()
+    assert "## Face match: held-out vs in-sample photos, dlib vs SFace (never mixed)" in markdown
+    assert "| (all) | with | held_out | sface |" in markdown
 
 
 def test_plots_are_deterministic_and_rebuilding_overwrites(seeded, full_report) -> None:

@@ -81,3 +81,30 @@ def test_status_on_an_empty_system_reports_null_rates_and_a_table(lp_home):
     assert data["metrics"] == {name: None for name in METRICS}
     table = CliRunner().invoke(main, ["status"])
     assert table.exit_code == 0 and "LoRA usage n/a" in table.stdout
+
+
+def test_status_json_splits_face_match_by_reference_and_recogniser(lp_home):
+    ctx, anna, lora, (used, fallback, _pending) = _seed(lp_home)
+    jobs = GenerationJobsRepository(ctx.db)
+    # the LoRA job: against held-out photos dlib matches and SFace does not; against training photos both match
+    jobs.record_face_score(used, 0.55, True, 1, face_reference="held_out", sface_similarity=0.31, sface_match=False,
+                           in_sample_face_match=True, in_sample_sface_match=True)
+    jobs.record_face_score(fallback, 0.7, False, 1, face_reference="in_sample", sface_similarity=0.1,
+                           sface_match=False, in_sample_face_match=False, in_sample_sface_match=False)
+    data = json.loads(CliRunner().invoke(main, ["status", "--json"]).stdout)
+
+    assert set(data["metrics"]) == METRICS  # every field it had stays
+    split = data["face_match"]
+    with_lora = split["with_lora"]
+    assert with_lora["held_out"]["dlib"] == {"rate": 1.0, "matched": 1, "scored": 1}
+    assert with_lora["held_out"]["sface"] == {"rate": 0.0, "matched": 0, "scored": 1}
+    assert with_lora["in_sample"]["dlib"]["rate"] == 1.0 and with_lora["in_sample"]["sface"]["rate"] == 1.0
+    without = split["without_lora"]
+    assert without["held_out"]["dlib"] == {"rate": None, "matched": 0, "scored": 0}  # never mixed with in-sample
+    assert without["in_sample"]["dlib"] == {"rate": 0.0, "matched": 0, "scored": 1}
+    assert split["recogniser_disagreement"] == {"rate": 0.5, "disagree": 1, "scored_by_both": 2,
+                                                "dlib_match_rate": 0.5, "sface_match_rate": 0.0}
+    job = {j["id"]: j for j in data["generation_jobs"]}[used]
+    assert (job["face_reference"], job["sface_similarity"], job["sface_match"]) == ("held_out", 0.31, False)
+    table = CliRunner().invoke(main, ["status"]).stdout
+    assert "face match with lora: held-out dlib 100.0% / sface 0.0%" in table

@@ -127,7 +127,8 @@ def test_trigger_word_falls_back_to_the_files_own():
 
 def test_reason_codes_are_stable():
     assert REASONS == ("character_not_found", "lora_disabled", "model_does_not_support_lora", "no_ready_lora",
-                       "base_model_mismatch", "lora_file_unreachable", "checksum_mismatch", "lora_file_invalid")
+                       "base_model_mismatch", "lora_file_unreachable", "checksum_mismatch", "lora_file_invalid",
+                       "lora_identity_mismatch")
     with pytest.raises(ValueError):
         InspectOutcome.failure("disk_on_fire")
     assert InspectOutcome.success("flux").ok and not InspectOutcome.failure("checksum_mismatch").ok
@@ -164,3 +165,32 @@ def test_a_file_for_a_family_we_do_not_run_is_a_mismatch_naming_it():
     assert (selection.lora, selection.reason) == (None, "base_model_mismatch")
     assert selection.detail == ("LoRA l1 is recorded as flux but its file is for FLUX.2 "
                                 "(from ss_base_model_version 'flux2')")
+
+
+def _owned(base_model: str, character_id: str | None, trigger: str, dataset_hash: str | None = None) -> bytes:
+    tensors = {k: np.ones(s, np.float16) for k, s in lora_format.lora_tensor_shapes(base_model, 4).items()}
+    return save(tensors, metadata=lora_format.trainer_metadata(base_model, trigger, rank=4, steps=10, trainer="t",
+                                                               character_id=character_id, dataset_hash=dataset_hash))
+
+
+@pytest.mark.parametrize(("file_character", "file_trigger", "file_dataset", "names"), [
+    ("bob", "anna_person", None, "character bob"),
+    ("anna", "bob_person", None, "'bob_person'"),
+    ("anna", "anna_person", "b" * 64, "dataset bbbbbbbbbbbb"),
+])
+def test_a_file_naming_another_owner_is_refused(file_character, file_trigger, file_dataset, names):
+    store = FakeStore({"l1": _owned("flux", file_character, file_trigger, file_dataset)})
+    candidate = store.candidate("l1", "flux", character_id="anna", dataset_hash="a" * 64)
+    selection = select_lora(ANNA, get_model("flux"), [candidate], store.inspect)
+    assert (selection.lora, selection.reason) == (None, "lora_identity_mismatch")
+    assert names in selection.detail and selection.candidate == candidate
+
+
+def test_a_file_naming_its_own_owner_is_verified_and_one_naming_nobody_is_unverified():
+    store = FakeStore({"own": _owned("flux", "anna", "anna_person", "a" * 64), "elsewhere": lora_bytes("flux")})
+    own = select_lora(ANNA, get_model("flux"), [store.candidate("own", "flux", character_id="anna",
+                                                                dataset_hash="a" * 64)], store.inspect)
+    assert (own.reason, own.identity) == (None, "verified")
+    foreign = select_lora(ANNA, get_model("flux"), [store.candidate("elsewhere", "flux", character_id="anna")],
+                          store.inspect)
+    assert (foreign.reason, foreign.identity, foreign.trigger_word) == (None, "unverified", "anna_person")
