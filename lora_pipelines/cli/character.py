@@ -21,10 +21,9 @@ def character() -> None:
 def add(name: str, photos_dir: Path, lora_enabled: bool, trigger_word: str | None) -> None:
     """Add a character with its photos (copied into the object store)."""
     from lora_pipelines.services.characters import PhotoFolderError, add_character, photos_in
-    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.cli.context import open_context
 
-    ctx = PipelineContext.from_settings()
-    ctx.db.upgrade()
+    ctx = open_context(create=True)
     try:
         created, skipped = add_character(ctx, name, photos_in(photos_dir), lora_enabled=lora_enabled,
                                          trigger_word=trigger_word)

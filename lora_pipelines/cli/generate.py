@@ -20,7 +20,6 @@ def generate(character_id: int, model: str, prompt: str, count: int, wait: bool,
     """Enqueue generation jobs for a character."""
     from lora_pipelines.domain.model_registry import UnknownModelError, get_model
     from lora_pipelines.domain.prompts import apply_trigger_word
-    from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.store.characters import CharactersRepository
     from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
@@ -29,8 +28,9 @@ def generate(character_id: int, model: str, prompt: str, count: int, wait: bool,
         apply_trigger_word(prompt, None)
     except (UnknownModelError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    ctx = PipelineContext.from_settings()
-    ctx.db.upgrade()
+    from lora_pipelines.cli.context import open_context
+
+    ctx = open_context()
     if CharactersRepository(ctx.db).get(character_id) is None:
         raise click.ClickException(f"character {character_id} does not exist")
     jobs = GenerationJobsRepository(ctx.db)

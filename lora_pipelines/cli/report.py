@@ -41,10 +41,9 @@ def report(since_text: str | None) -> None:
     """Build today's LoRA quality report (markdown, HTML, plots, CSV) in the object store."""
     since = parse_since(since_text)
     from lora_pipelines.reporting.report import build_report, utc_today
-    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.cli.context import open_context
 
-    ctx = PipelineContext.from_settings()
-    ctx.db.upgrade()
+    ctx = open_context()
     built = build_report(ctx, day=utc_today(), since=since)
     click.echo(f"report: {built.report_uri}")
     click.echo(f"markdown: {ctx.store.uri(built.prefix + '/report.md')}")

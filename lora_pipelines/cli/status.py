@@ -16,11 +16,10 @@ def _pct(value: float | None) -> str:
 @click.option("--limit", default=200, type=click.IntRange(1, 100_000), help="At most this many characters and jobs.")
 def status(as_json: bool, limit: int) -> None:
     """Show what the system holds."""
-    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.cli.context import open_context
     from lora_pipelines.services.status import system_status
 
-    ctx = PipelineContext.from_settings()
-    ctx.db.upgrade()
+    ctx = open_context()
     data = system_status(ctx, limit=limit)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
