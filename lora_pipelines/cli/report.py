@@ -40,8 +40,8 @@ def _pct(value: float | None) -> str:
 def report(since_text: str | None) -> None:
     """Build today's LoRA quality report (markdown, HTML, plots, CSV) in the object store."""
     since = parse_since(since_text)
-    from lora_pipelines.reporting.report import build_report, utc_today
     from lora_pipelines.cli.context import open_context
+    from lora_pipelines.reporting.report import build_report, utc_today
 
     ctx = open_context()
     built = build_report(ctx, day=utc_today(), since=since)

@@ -182,6 +182,16 @@ class CharactersRepository:
         with self.db.session(readonly=True) as session:
             return [to_record(Character, r) for r in session.scalars(stmt)]
 
+    def existing_ids(self, ids: Iterable[int]) -> set[int]:
+        """Which of these ids are characters."""
+        ids = list(ids)
+        found: set[int] = set()
+        with self.db.session(readonly=True) as session:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update(session.scalars(sa.select(CharacterRow.id).where(CharacterRow.id.in_(chunk))))
+        return found
+
     def count(self) -> int:
         with self.db.session(readonly=True) as session:
             return session.scalar(sa.select(sa.func.count()).select_from(CharacterRow)) or 0

@@ -55,7 +55,8 @@ class TrainingStatesRepository:
                                                      TrainingStateRow.base_model == base_model).with_for_update()
             row = session.scalars(stmt).one_or_none()
             if row is None:
-                row = TrainingStateRow(character_id=character_id, base_model=base_model, created_at=values["updated_at"])
+                row = TrainingStateRow(character_id=character_id, base_model=base_model,
+                                       created_at=values["updated_at"])
                 session.add(row)
             for name, value in values.items():
                 setattr(row, name, value)
