@@ -55,11 +55,9 @@ def run_job_here(settings: Settings, job_name: str, *, run_config: dict[str, Any
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    """The plain values of an asset's materialization metadata in this run ({} when it did not materialize)."""
-    for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
-        if materialization is not None and materialization.asset_key.to_user_string() == asset:
-            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    """The plain values of the metadata of the asset's (op-named) materialization in this run ({} when none)."""
+    for materialization in result.asset_materializations_for_node(asset):
+        return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
     return {}
 
 
