@@ -63,13 +63,23 @@ def _say_readiness(ctx, character, skipped: list[str]) -> None:
 def add(name: str, photos_dir: Path, lora_enabled: bool, trigger_word: str | None, allow_duplicate_name: bool) -> None:
     """Add a character with its photos (copied into the object store)."""
     from lora_pipelines.cli.context import open_context
-    from lora_pipelines.services.characters import PhotoFolderError, add_character, photos_in
+    from lora_pipelines.domain.trigger_words import validate_trigger_word
+    from lora_pipelines.services.characters import add_character, photos_in, usable_photos
+    from lora_pipelines.store.characters import check_name
 
+    try:  # what can be refused without the app database first: a refused character never creates a home
+        check_name(name)
+        if trigger_word is not None:
+            validate_trigger_word(trigger_word)
+        photos = photos_in(photos_dir)
+        intake = usable_photos(photos)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     ctx = open_context(create=True)
     try:
-        created, skipped = add_character(ctx, name, photos_in(photos_dir), lora_enabled=lora_enabled,
-                                         trigger_word=trigger_word, allow_duplicate_name=allow_duplicate_name)
-    except (PhotoFolderError, ValueError) as exc:
+        created, skipped = add_character(ctx, name, photos, lora_enabled=lora_enabled, trigger_word=trigger_word,
+                                         allow_duplicate_name=allow_duplicate_name, intake=intake)
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for message in skipped:
         click.echo(f"skipped: {message}", err=True)

@@ -12,12 +12,7 @@ from pathlib import Path
 
 from lora_pipelines.domain.base_models import BASE_MODELS
 from lora_pipelines.domain.keys import validate_id
-from lora_pipelines.services.characters import (
-    PhotoFolderError,
-    check_photos,
-    refuse_duplicate_name,
-    store_photos,
-)
+from lora_pipelines.services.characters import refuse_duplicate_name, store_photos, usable_photos
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.store.characters import Character, CharactersRepository, RemovedRows
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
@@ -67,9 +62,7 @@ class AddedPhotos:
 def add_photos(ctx: PipelineContext, character_id: int, photos: list[Path]) -> AddedPhotos:
     """Check and store more photos; a changed photo set is trained again (new run key)."""
     character = get_character(ctx, character_id)
-    intake = check_photos(photos)
-    if photos and not intake.usable:
-        raise PhotoFolderError(f"none of the {len(photos)} photos is usable: " + "; ".join(intake.skipped))
+    intake = usable_photos(photos)
     added = store_photos(ctx, character_id, intake.usable, existing=list(character.photo_keys))
     if added:
         character = CharactersRepository(ctx.db).add_photo_keys(character_id, added)

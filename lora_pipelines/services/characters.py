@@ -15,7 +15,7 @@ from pathlib import Path
 from lora_pipelines.domain.keys import photo_key
 from lora_pipelines.faces.detection import judge_photo
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.store.characters import Character, CharactersRepository
+from lora_pipelines.store.characters import Character, CharactersRepository, check_name
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -57,6 +57,14 @@ def check_photos(photos: list[Path]) -> PhotoIntake:
     return PhotoIntake(usable, skipped)
 
 
+def usable_photos(photos: list[Path]) -> PhotoIntake:
+    """`check_photos`, refusing a set in which no photo is usable (naming why each was left out)."""
+    intake = check_photos(photos)
+    if photos and not intake.usable:
+        raise PhotoFolderError(f"none of the {len(photos)} photos is usable: " + "; ".join(intake.skipped))
+    return intake
+
+
 def store_photos(ctx: PipelineContext, character_id: int, usable: list[tuple[Path, bytes]],
                  existing: list[str] = ()) -> list[str]:
     """Put photos under content-hash names (a re-run never duplicates them; no user-chosen file name reaches a
@@ -88,15 +96,14 @@ def refuse_duplicate_name(ctx: PipelineContext, name: str) -> None:
 
 
 def add_character(ctx: PipelineContext, name: str, photos: list[Path], *, lora_enabled: bool,
-                  trigger_word: str | None = None, allow_duplicate_name: bool = False) -> tuple[Character, list[str]]:
-    """Create the character with every usable photo; returns (character, skipped-photo messages)."""
-    if not name or not name.strip() or "\x00" in name:
-        raise ValueError("character name is empty or contains a NUL byte")
+                  trigger_word: str | None = None, allow_duplicate_name: bool = False,
+                  intake: PhotoIntake | None = None) -> tuple[Character, list[str]]:
+    """Create the character with every usable photo; returns (character, skipped-photo messages). `intake`: the
+    photos already checked (`usable_photos`), so they are not looked at twice."""
+    check_name(name)
     if not allow_duplicate_name:
         refuse_duplicate_name(ctx, name)
-    intake = check_photos(photos)
-    if photos and not intake.usable:
-        raise PhotoFolderError(f"none of the {len(photos)} photos is usable: " + "; ".join(intake.skipped))
+    intake = intake or usable_photos(photos)
     repo = CharactersRepository(ctx.db)
     character = repo.create(name=name.strip(), lora_enabled=lora_enabled, photo_keys=[], trigger_word=trigger_word)
     try:

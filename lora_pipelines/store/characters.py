@@ -56,7 +56,8 @@ CHARACTERS = Table("characters", CharacterRow, Character)
 _UPDATABLE = frozenset({"name", "lora_enabled", "trigger_word", "photo_keys"})
 
 
-def _check_name(name: object) -> str:
+def check_name(name: object) -> str:
+    """The name, stripped; ValueError naming the problem when it is empty, too long or holds control characters."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError("character name is empty")
     name = check_text(name.strip(), "character name")
@@ -78,7 +79,7 @@ class CharactersRepository:
     ) -> Character:
         """A new character. A trigger word derived from the name gets a `_2`, `_3`... suffix when another character
         has it; an explicit one that is taken raises TriggerWordTakenError."""
-        name = _check_name(name)
+        name = check_name(name)
         word = validate_trigger_word(trigger_word) if trigger_word is not None else None
         if not isinstance(lora_enabled, bool):
             raise ValueError("lora_enabled must be a bool")
@@ -139,7 +140,7 @@ class CharactersRepository:
     def update(self, character_id: int, **fields_: Any) -> Character:
         only(fields_, _UPDATABLE, "characters")
         if "name" in fields_:
-            fields_["name"] = _check_name(fields_["name"])
+            fields_["name"] = check_name(fields_["name"])
         if "photo_keys" in fields_:
             fields_["photo_keys"] = check_keys(fields_["photo_keys"], "photo_keys")
         check_fields(fields_, "characters")
