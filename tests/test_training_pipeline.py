@@ -76,7 +76,8 @@ def test_running_training_twice_for_a_partition_trains_once(world):
     assert [r.status for r in rows] == ["ready"]
 
 
-def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_training_again(world, monkeypatch):
+def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_training_again(world, monkeypatch,
+                                                                                             faces_dir):
     """A retried run (or the completion sensor's) can finish the row while this run polls: this run then
     verifies the ready artifact instead of reporting the row as failed."""
     from lora_pipelines.services import training as svc
@@ -88,14 +89,16 @@ def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_tr
         return None  # what this run's poll sees once the row is already ready
 
     monkeypatch.setattr(svc, "wait_for_training", other_run_finishes_first)
+    # a character of its own: training partitions are only the trained base models (flux, z-image-turbo here)
+    character = world.add_character("Katy Finished Elsewhere", person_photos(faces_dir, "katy_perry"))
     spawns = world.spawns()
-    result = world.train(world.katy.id, "qwen-image")
+    result = world.train(character.id, "flux")
 
     assert result.success
     assert result.output_for_node("trained_lora")["already_ready"] is True
     assert all(check.passed for check in check_results(result).values())
     assert world.spawns() == spawns + 1
-    rows = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "qwen-image")
+    rows = LoraModelsRepository(world.ctx.db).find_by_character_and_model(character.id, "flux")
     assert [r.status for r in rows] == ["ready"]
 
 

@@ -61,13 +61,25 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> d
     return {}
 
 
+def step_failure_text(event: dg.DagsterEvent) -> str:
+    """A step failure on one line: its error, and the root cause when a wrapper (retries, checks) hides it."""
+    error = getattr(event.event_specific_data, "error", None)
+    lines = []
+    while error is not None:
+        first = (error.message or "").strip().splitlines()
+        if first and first[0] not in lines:
+            lines.append(first[0])
+        error = error.cause
+    if not lines and event.message:
+        lines = event.message.strip().splitlines()[:1]
+    return " <- ".join([lines[0], lines[-1]] if len(lines) > 1 else lines) or "failed"
+
+
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
     """The first step failure of a run, on one line."""
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
-            error = getattr(event.event_specific_data, "error", None)
-            text = (error.message if error is not None else event.message or "").strip().splitlines()
-            return f"{event.step_key}: {text[0] if text else 'failed'}"
+            return f"{event.step_key}: {step_failure_text(event)}"
     return "the run failed"
 
 

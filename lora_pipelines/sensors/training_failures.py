@@ -7,6 +7,7 @@ artifact could not be stored); without this the character would look queued fore
 import dagster as dg
 
 from lora_pipelines.jobs import training_job
+from lora_pipelines.jobs.cli_runs import step_failure_text
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services.training_state import record_run_failure
 
@@ -16,9 +17,7 @@ PARTITION_TAG = "dagster/partition/{}"
 def failure_reason(run_id: str, step_failures: list[dg.DagsterEvent], fallback: str) -> str:
     """`run 1a2b3c4d failed in trained_lora: <first line of the error>` (or the run's own message)."""
     for event in step_failures:
-        error = getattr(event.event_specific_data, "error", None)
-        message = (error.message if error is not None else event.message or "").strip().splitlines()
-        return f"run {run_id[:8]} failed in {event.step_key}: {message[0] if message else 'see the run'}"
+        return f"run {run_id[:8]} failed in {event.step_key}: {step_failure_text(event)}"
     return f"run {run_id[:8]} failed: {fallback.strip().splitlines()[0] if fallback.strip() else 'see the run'}"
 
 
