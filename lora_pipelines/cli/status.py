@@ -29,9 +29,12 @@ def status(as_json: bool, limit: int) -> None:
     for c in data["characters"]:
         click.echo(f"{c['id']:>5}  {c['name'][:24]:<24} {'on' if c['lora_enabled'] else 'off':<5} "
                    f"{len(c['photo_keys']):>6}  {training_cell(c)}")
+        reasons: dict[str, list[str]] = {}  # one line per reason, naming every base model it holds for
         for state in c["training"]:
             if state["state"] in ("waiting_for_photos", "failed"):
-                click.echo(f"{'':>7}{state['base_model']}: {state['reason']}")
+                reasons.setdefault(state["reason"], []).append(state["base_model"])
+        for reason, models in reasons.items():
+            click.echo(f"{'':>7}{', '.join(models)}: {reason}")
     click.echo(f"\n{'job':>5} {'char':>5} {'model':<14} {'status':<10} {'mode':<10} {'lora':>5}  "
                f"{'skipped reason':<22} output")
     for j in data["generation_jobs"]:

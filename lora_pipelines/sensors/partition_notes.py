@@ -44,7 +44,7 @@ def partition_notes(ctx: PipelineContext, cursor: CharacterCursor, *, existing: 
             if state.base_model not in ctx.settings.train_base_model_list:
                 continue
             key = partition_key(character_id, state.base_model)
-            metadata = {"character": name, "character_id": character_id, "state": state.state,
+            metadata = {"character": f"{character_id} {name}", "character_id": character_id, "state": state.state,
                         "reason": state.reason}
             if state.usable_photos is not None:
                 metadata["usable_photos"] = state.usable_photos

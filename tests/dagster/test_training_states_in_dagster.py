@@ -97,7 +97,7 @@ def test_too_few_photos_never_train_and_the_partition_says_why_until_photos_are_
     [latest] = observed[:1]
     meta = latest.asset_observation.metadata
     assert (meta["character"].value, meta["state"].value, meta["usable_photos"].value) == (
-        "Matt Few", "waiting_for_photos", 2)
+        f"{character.id} Matt Few", "waiting_for_photos", 2)
     assert {s["state"] for s in _training(character.id).values()} == {"waiting_for_photos"}
 
     add_photos(world.ctx, character.id, photos[2:])
