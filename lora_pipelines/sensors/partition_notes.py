@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from lora_pipelines.partitions import characters_partitions, partition_key
+from lora_pipelines.partitions import partition_key
 from lora_pipelines.planning.training import CharacterCursor
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.training_state import training_states
 from lora_pipelines.store.characters import CharactersRepository
 
-OBSERVED_ASSETS = ("training_dataset", "lora_artifact")
+OBSERVED_ASSETS = ("training_dataset",)  # the first asset of the lineage; one event per partition keeps ticks small
 NAME_TAG = "lora_pipelines/character_name"
 MAX_TAG_NAME = 100
 
@@ -59,9 +59,8 @@ def partition_notes(ctx: PipelineContext, cursor: CharacterCursor, *, existing: 
     return notes
 
 
-def removed_partitions(ctx: PipelineContext, instance: dg.DagsterInstance) -> list[str]:
+def removed_partitions(ctx: PipelineContext, keys: list[str]) -> list[str]:
     """Character partitions whose character no longer exists (`character remove`)."""
-    keys = instance.get_dynamic_partitions(characters_partitions.name)
     ids = [int(k) for k in keys if k.isdigit()]
     alive = {str(i) for i in CharactersRepository(ctx.db).existing_ids(ids)}
     return [k for k in keys if k.isdigit() and k not in alive]

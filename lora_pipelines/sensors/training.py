@@ -28,11 +28,12 @@ def new_characters_sensor(context: dg.SensorEvaluationContext, pipeline: Pipelin
     partitions, requests, next_cursor = plan_new_character_training(
         ctx.db, cursor, base_models=ctx.settings.train_base_model_list, min_photos=ctx.settings.min_photos
     )
-    notes = partition_notes(ctx, cursor, existing=set(context.instance.get_dynamic_partitions("characters")),
-                            added=partitions, requested={(r.character_id, r.base_model) for r in requests})
+    existing = context.instance.get_dynamic_partitions(characters_partitions.name)
+    notes = partition_notes(ctx, cursor, existing=set(existing), added=partitions,
+                            requested={(r.character_id, r.base_model) for r in requests})
     for line in notes.log_lines:
         context.log.info(line)
-    removed = removed_partitions(ctx, context.instance)
+    removed = removed_partitions(ctx, existing)
     partition_requests = [characters_partitions.build_add_request(partitions)] if partitions else []
     if removed:
         context.log.info(f"deleting the partitions of removed characters {', '.join(removed)}")
