@@ -72,7 +72,7 @@ def test_too_few_usable_photos_say_so_at_add_and_in_status(lp_home, faces_dir, t
         ("waiting_for_photos", 2, 5)}
     text = _cli("status").stdout
     assert "z-image-turbo: waiting 2/5 photos · flux: waiting 2/5 photos" in text
-    assert "flux: 2 of 5 usable photos: add 3 more" in text
+    assert "z-image-turbo, flux, qwen-image: 2 of 5 usable photos: add 3 more" in text  # one line per reason
     # the sensor requests nothing for it, and says why
     ctx = PipelineContext.from_settings()
     _, requests, _ = plan_new_character_training(ctx.db, CharacterCursor(), base_models=["flux"], min_photos=5)
