@@ -78,7 +78,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
     chain = _model_path(prompt, samplers[0])
     source = next((nid for nid in chain if prompt[nid]["class_type"] in MODEL_SOURCES), None)
     source_inputs = prompt[source]["inputs"] if source else {}
-    unet_name = source_inputs.get("unet_name") or source_inputs.get("ckpt_name") if source else None
+    unet_name = source_inputs.get("unet_name") or source_inputs.get("ckpt_name")
     base_model = UNET_BASE_MODEL.get(str(unet_name))
 
     positive = " ".join(_texts_upstream(prompt, _link(sampler["inputs"].get("positive"))

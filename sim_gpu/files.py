@@ -48,8 +48,9 @@ def sha256_hex(data: bytes) -> str:
 
 
 def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int, faces: Sequence[np.ndarray],
-                    character_id: str, seed: int) -> bytes:
-    """A valid .safetensors LoRA in the base model's layout, carrying the face crops as uint8 tensors."""
+                    character_id: str, seed: int, expert: str | None = None) -> bytes:
+    """A valid .safetensors LoRA in the base model's layout, carrying the face crops as uint8 tensors. `expert`: one
+    file of a two-expert pair, which says so in its header as the Modal trainer's header rewrite does."""
     from safetensors.numpy import save
 
     rng = np.random.default_rng(seed)
@@ -62,6 +63,8 @@ def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int
     metadata = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer=SIM_SOFTWARE)
     metadata.update({"backend": "simulated", "lora_pipelines.character_id": character_id,
                      "sim.faces": str(len(faces))})
+    if expert is not None:
+        metadata["lora_pipelines.expert"] = expert
     return save(tensors, metadata=metadata)
 
 

@@ -1,8 +1,9 @@
 """Training calls of the simulated GPU service, shaped like Modal FunctionCalls.
 
 A call runs in a background thread: fetch the dataset zip, verify its sha256, crop the faces, "train" for a
-configurable time with progress, write a valid LoRA file carrying the crops. Finished calls are kept on disk
-under {home}/calls so a restarted service still answers for them; calls running at a restart are lost.
+configurable time with progress, write a valid LoRA file carrying the crops (for Wan 2.2 14B a high_noise +
+low_noise pair, as ai-toolkit writes it). Finished calls are kept on disk under {home}/calls so a restarted service
+still answers for them; calls running at a restart are lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.domain.base_models import lora_experts
+from lora_pipelines.gpu.schemas import ExpertFile, TrainingPoll, TrainingResult, TrainingSpec
 from sim_gpu.faces import face_crop, square_resize
 from sim_gpu.files import FetchRefused, fetch_url, lora_file_bytes, sha256_hex
 
@@ -82,8 +84,9 @@ class TrainingCalls:
             call.cancelled.set()
         return call
 
-    def file_path(self, call_id: str) -> Path:
-        return self.files_dir / f"{call_id}.safetensors"
+    def file_path(self, call_id: str, expert: str | None = None) -> Path:
+        """`{call_id}.safetensors`, or `{call_id}.{expert}.safetensors` for one file of a two-expert pair."""
+        return self.files_dir / (f"{call_id}.{expert}.safetensors" if expert else f"{call_id}.safetensors")
 
     def _forget(self, call: TrainingCall) -> None:
         with self._lock:
@@ -125,19 +128,32 @@ class TrainingCalls:
             call.progress = 10.0 + 85.0 * (i + 1) / ticks
             if fail_reason and i == ticks // 2:
                 raise _Failed(fail_reason)
+        # Wan 2.2 14B is two files (high_noise, low_noise), as ai-toolkit writes it; the first is the primary file
+        written = [self._write_file(call, base_url, faces, expert, index)
+                   for index, expert in enumerate(lora_experts(spec.base_model) or (None,))]
+        self._remember_character(spec.character_id, faces)
+        (expert, primary), *rest = written
+        second = None
+        if rest:
+            (second_expert, second_file), = rest
+            second = ExpertFile(expert=second_expert, **second_file)
+        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word, **primary,
+                                     backend="simulated", expert=expert, second_expert=second)
+        call.state, call.progress = "succeeded", 100.0
+
+    def _write_file(self, call: TrainingCall, base_url: str, faces: list[np.ndarray], expert: str | None,
+                    index: int) -> tuple[str | None, dict]:
+        """One trained file on disk; returns (expert, its location fields of TrainingResult / ExpertFile)."""
+        spec = call.spec
         payload = lora_file_bytes(base_model=spec.base_model, trigger_word=spec.trigger_word, rank=spec.rank,
                                   steps=spec.steps, faces=faces, character_id=spec.character_id,
-                                  seed=int(spec.dataset_sha256[:8], 16))
-        path = self.file_path(call.call_id)
+                                  seed=int(spec.dataset_sha256[:8], 16) + index, expert=expert)
+        path = self.file_path(call.call_id, expert)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(payload)
         tmp.replace(path)
-        self._remember_character(spec.character_id, faces)
-        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word,
-                                     sha256=sha256_hex(payload), size_bytes=len(payload),
-                                     download_url=f"{base_url.rstrip('/')}/files/{path.name}",
-                                     volume_path=str(path), backend="simulated")
-        call.state, call.progress = "succeeded", 100.0
+        return expert, {"sha256": sha256_hex(payload), "size_bytes": len(payload),
+                        "download_url": f"{base_url.rstrip('/')}/files/{path.name}", "volume_path": str(path)}
 
     def _remember_character(self, character_id: str, faces: list[np.ndarray]) -> None:
         """Keep the crops: to everyone else this character is now a face in the crowd."""

@@ -128,7 +128,8 @@ def trained_lora(
     ],
 )
 def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource):
-    """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors; only this makes a LoRA ready."""
+    """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors (Wan 2.2 14B: the
+    {jobId}.high_noise + .low_noise pair beside it); only this makes a LoRA ready."""
     from lora_pipelines.gpu.schemas import TrainingResult
     from lora_pipelines.store.lora_models import LoraModelsRepository
 
@@ -140,19 +141,25 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
     else:
         checks = svc.publish_artifact(ctx, row_id, TrainingResult.model_validate(trained_lora["result"]))
     row = LoraModelsRepository(ctx.db).get(row_id)
+    # a two-expert LoRA (Wan 2.2 14B): model_path is the high_noise file, these the low_noise one
+    second = checks.detail.get("second_expert") or {}
+    second_file = {"second_expert_path": row.second_expert_path or "",
+                   "second_expert_sha256": row.second_expert_sha256 or ""} if second else {}
     yield dg.Output(
         {"lora_model_id": row.id, "model_path": row.model_path, "status": row.status},
         metadata={**character_label(ctx, row.character_id),
                   "lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",
                   "model_url": dg.MetadataValue.url(row.model_url) if row.model_url else "",
                   "sha256": row.sha256 or "", "size_bytes": row.size_bytes or 0,
-                  "detected_base_model": str(checks.detail.get("detected_base_model"))},
+                  "detected_base_model": str(checks.detail.get("detected_base_model")), **second_file},
     )
     detail = dg.MetadataValue.json({k: v for k, v in checks.detail.items() if v is not None})
     yield dg.AssetCheckResult(check_name="header_valid", passed=checks.header_valid, metadata={"detail": detail})
     yield dg.AssetCheckResult(check_name="base_model_matches", passed=checks.base_model_matches,
                               metadata={"expected": row.base_model,
                                         "detected": str(checks.detail.get("detected_base_model"))})
+    second_sums = {"second_expert_recorded": row.second_expert_sha256 or "",
+                   "second_expert_stored": str(second.get("stored_sha256"))} if second else {}
     yield dg.AssetCheckResult(check_name="checksum_matches", passed=checks.checksum_matches,
                               metadata={"recorded": row.sha256 or "",
-                                        "stored": str(checks.detail.get("stored_sha256"))})
+                                        "stored": str(checks.detail.get("stored_sha256")), **second_sums})

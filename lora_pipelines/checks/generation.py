@@ -26,7 +26,8 @@ def _result(rate: metrics.Rate, check: str, severity: dg.AssetCheckSeverity, **e
     )
 
 
-@dg.asset_check(asset="generation_outputs", description="Face match rate of LoRA generations (overall and per character); WARN under 95%.")
+@dg.asset_check(asset="generation_outputs",
+                description="Face match rate of LoRA generations (overall and per character); WARN under 95%.")
 def face_consistency(pipeline: PipelineResource) -> dg.AssetCheckResult:
     db = pipeline.context.db
     overall = metrics.face_match_rate(db, with_lora=True, hours=WINDOW_HOURS)
@@ -47,7 +48,8 @@ def face_consistency(pipeline: PipelineResource) -> dg.AssetCheckResult:
     return result
 
 
-@dg.asset_check(asset="generation_outputs", description="Share of generations with a usable LoRA that used it; ERROR under 90%.")
+@dg.asset_check(asset="generation_outputs",
+                description="Share of generations with a usable LoRA that used it; ERROR under 90%.")
 def lora_usage_rate(pipeline: PipelineResource) -> dg.AssetCheckResult:
     return _result(metrics.lora_usage_rate(pipeline.context.db, hours=WINDOW_HOURS), "lora_usage_rate",
                    dg.AssetCheckSeverity.ERROR)
@@ -61,7 +63,8 @@ def generation_success_rate(pipeline: PipelineResource) -> dg.AssetCheckResult:
                    dg.AssetCheckSeverity.ERROR, lora_path_rate=_number(lora_path.value))
 
 
-@dg.asset_check(asset="generation_outputs", description="Jobs that could not use a LoRA still succeed; ERROR under 100%.")
+@dg.asset_check(asset="generation_outputs",
+                description="Jobs that could not use a LoRA still succeed; ERROR under 100%.")
 def fallback_success(pipeline: PipelineResource) -> dg.AssetCheckResult:
     return _result(metrics.fallback_success_rate(pipeline.context.db, hours=WINDOW_HOURS), "fallback_success",
                    dg.AssetCheckSeverity.ERROR)

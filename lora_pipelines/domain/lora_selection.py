@@ -5,7 +5,8 @@ A LoRA is used only when all hold, checked in this order:
   2. the model's registry entry supports LoRA             else model_does_not_support_lora
   3. the character has a ready LoRA                       else no_ready_lora
   4. the most recent ready one is for the model's family  else base_model_mismatch (no ready LoRA for this family)
-  5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file
+  5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file (every file of a
+     two-expert pair, each the expert it should be)
                                                           else lora_file_unreachable / checksum_mismatch /
                                                                lora_file_invalid
   6. the FILE's base model (from its header) is the model's family, since ComfyUI silently ignores a LoRA
@@ -57,6 +58,8 @@ class LoraCandidate:
     sha256: str | None = None
     model_path: str | None = None
     finished_at: datetime | None = None  # when it became ready (updatedAt)
+    second_expert_path: str | None = None  # the second file of a two-expert LoRA (Wan 2.2 14B: low_noise)
+    second_expert_sha256: str | None = None
 
 
 @dataclass(frozen=True)

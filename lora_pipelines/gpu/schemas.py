@@ -117,7 +117,8 @@ class LoraRef(_Strict):
     strength_model: float = Field(default=1.0, ge=-10, le=10)
     strength_clip: float = Field(default=1.0, ge=-10, le=10)
     second_expert: ExpertRef | None = Field(
-        default=None, description="the low-noise file of a Wan 2.2 14B pair; `url`/`sha256` above are the high-noise one")
+        default=None,
+        description="the low-noise file of a Wan 2.2 14B pair; `url`/`sha256` above are the high-noise one")
 
 
 class GenerateRequest(_Strict):

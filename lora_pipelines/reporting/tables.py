@@ -78,7 +78,7 @@ def training_table(status: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFram
 
 def summary_table(headline: dict[str, float | None], totals: dict[str, int], checks: pd.DataFrame) -> pd.DataFrame:
     by_rate = {target.rate: target for target in CHECK_TARGETS}
-    passed = dict(zip(checks["check"], checks["passed"]))
+    passed = dict(zip(checks["check"], checks["passed"], strict=True))
     rows = []
     for name, (num, den) in RATES.items():
         target = by_rate.get(name)

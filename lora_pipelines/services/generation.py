@@ -17,6 +17,7 @@ from lora_pipelines.domain.model_registry import ModelEntry, Route, UnknownModel
 from lora_pipelines.domain.prompts import InvalidPromptError, apply_trigger_word, clean_prompt
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.services.lora_files import is_pair, second_expert_ref
 from lora_pipelines.services.lora_lookup import get_lora_for_generation
 from lora_pipelines.services.scoring import score_job_output
 from lora_pipelines.store.characters import CharactersRepository
@@ -71,6 +72,7 @@ def _lora_ref(ctx: PipelineContext, selection: LoraSelection, model: ModelEntry)
         lora_model_id=str(lora.id), url=ctx.store.presigned_url(lora.model_path), sha256=lora.sha256,
         base_model=lora.base_model, trigger_word=lora.trigger_word,
         strength_model=model.default_strength_model, strength_clip=model.default_strength_clip,
+        second_expert=second_expert_ref(ctx, lora),
     )
 
 
@@ -112,6 +114,8 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
     with ExitStack() as in_use:
         if mode == "lora":
             lora = selection.lora
+            if is_pair(lora.base_model):  # use_lora places one file; a pair would be half applied
+                raise RuntimeError(f"workflow {route.target} takes one LoRA file; LoRA {lora.id} is an expert pair")
             # the file stays on the pod (never evicted) until ComfyUI has run the prompt
             in_use.enter_context(use_lora(
                 str(lora.id), lora.sha256, lambda dest: ctx.store.download_file(lora.model_path, dest),

@@ -14,7 +14,15 @@ from lora_pipelines.store.lora_models import LoraModelsRepository
 def _lora(row) -> dict:
     return {"id": row.id, "status": row.status, "base_model": row.base_model, "model_path": row.model_path,
             "model_url": row.model_url, "sha256": row.sha256, "trigger_word": row.trigger_word,
-            "size_bytes": row.size_bytes, "error": row.error}
+            "size_bytes": row.size_bytes, "error": row.error, "second_expert": _second_expert(row)}
+
+
+def _second_expert(row) -> dict | None:
+    """The low_noise file of a Wan 2.2 14B pair (model_path is the high_noise one); None for a single file."""
+    if row.second_expert_path is None:
+        return None
+    return {"path": row.second_expert_path, "sha256": row.second_expert_sha256,
+            "size_bytes": row.second_expert_size_bytes}
 
 
 def _job(job) -> dict:

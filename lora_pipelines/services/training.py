@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from lora_pipelines.domain.base_models import lora_experts
 from lora_pipelines.domain.keys import dataset_prefix, lora_key
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
@@ -226,10 +227,19 @@ class ArtifactChecks:
         return self.header_valid and self.base_model_matches and self.checksum_matches
 
 
+def _has_expert_files(base_model: str, result: TrainingResult | None = None) -> bool:
+    """A two-expert LoRA (services/lora_files.py), or a result naming expert files."""
+    return bool(lora_experts(base_model)) or (result is not None and result.second_expert is not None)
+
+
 def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) -> ArtifactChecks:
     """Put the file at its key, verify it, and only then mark the row ready (otherwise failed)."""
     repo = LoraModelsRepository(ctx.db)
     row = repo.get(row_id)
+    if _has_expert_files(row.base_model, result):  # Wan 2.2 14B: two files, one LoRA
+        from lora_pipelines.services.lora_files import publish_pair
+
+        return publish_pair(ctx, row.id, result)
     key = lora_key(row.base_model, str(row.character_id), str(row.id))
     with tempfile.TemporaryDirectory(prefix="lora-artifact-") as tmp:
         local = Path(tmp) / f"{row.id}.safetensors"
@@ -272,6 +282,10 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
 
 def verify_ready_artifact(ctx: PipelineContext, row) -> ArtifactChecks:
     """Re-check a ready LoRA's stored file (a re-run of an already trained dataset trains nothing)."""
+    if _has_expert_files(row.base_model):
+        from lora_pipelines.services.lora_files import verify_ready_pair
+
+        return verify_ready_pair(ctx, row)
     detail: dict = {"object_key": row.model_path, "expected_sha256": row.sha256}
     with tempfile.TemporaryDirectory(prefix="lora-verify-") as tmp:
         local = Path(tmp) / "lora.safetensors"

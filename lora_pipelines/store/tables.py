@@ -89,6 +89,10 @@ class LoraModelRow(_Timestamps, Base):
     model_url: Mapped[str | None] = mapped_column(sa.Text)
     sha256: Mapped[str | None] = mapped_column(sa.String(64))
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # the second file of a two-expert LoRA (Wan 2.2 14B: low_noise; model_path is the high_noise one), migration 0006
+    second_expert_path: Mapped[str | None] = mapped_column(sa.String(1024))
+    second_expert_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    second_expert_size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     gpu_call_id: Mapped[str | None] = mapped_column(sa.String(200))
     backend: Mapped[str | None] = mapped_column(sa.String(32))
     dataset_hash: Mapped[str | None] = mapped_column(sa.String(128))

@@ -36,7 +36,8 @@ def _generate(sim: SimState, route: str, req: GenerateRequest) -> Any:
     if expected and req.lora is None:
         return error_response(422, "this endpoint applies a LoRA: request.lora is missing", f"/{route}")
     if not expected and req.lora is not None:
-        return error_response(422, "the standard endpoint does not apply LoRAs; use /flux-lora or /qwen-image-2512-lora")
+        return error_response(422,
+                              "the standard endpoint does not apply LoRAs; use /flux-lora or /qwen-image-2512-lora")
     applied, identity, known = None, [], None
     if req.lora is not None:
         try:

@@ -6,7 +6,7 @@ lora_models rows. Trigger words become unique: an earlier duplicate keeps its wo
 (their LoRA rows keep the word they were trained with).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0006 (0002 on the issue branch; main had 0006 when it was merged in)
 Create Date: 2025-01-04
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
