@@ -3,7 +3,7 @@ with the reason an operator acts on."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 from lora_pipelines.planning.training import photo_set_hash
@@ -21,10 +21,14 @@ def character(photos=PHOTOS, enabled=True) -> Character:
 
 
 def row(id_: int, status: str, *, dataset="d1", at=T0, error=None) -> LoraModel:
-    return LoraModel(id_, 7, status, "flux", "ohwx_katy_perry", "ai-toolkit", str(id_),
-                     f"loras/flux-character-7/{id_}.safetensors" if status == "ready" else None, None,
-                     "a" * 64 if status == "ready" else None, 10, f"fc-{id_}", "simulated", dataset,
-                     f"train:7:flux:{dataset}", 1, error, at, at, at, at if status in ("ready", "failed") else None)
+    values = {"id": id_, "character_id": 7, "status": status, "base_model": "flux", "trigger_word": "ohwx_katy_perry",
+              "gpu_call_id": f"fc-{id_}", "backend": "simulated", "dataset_hash": dataset,
+              "idempotency_key": f"train:7:flux:{dataset}", "attempt": 1, "error": error, "created_at": at,
+              "updated_at": at, "training_started_at": at,
+              "finished_at": at if status in ("ready", "failed") else None,
+              "model_path": f"loras/flux-character-7/{id_}.safetensors" if status == "ready" else None,
+              "sha256": "a" * 64 if status == "ready" else None}
+    return LoraModel(**{f.name: values.get(f.name) for f in fields(LoraModel)})
 
 
 def record(state: str, *, photos=PHOTOS, dataset="d1", check=None, reason=None, at=T0, usable=6) -> TrainingStateRecord:
