@@ -98,7 +98,8 @@ def test_update_add_photos_and_disable_change_the_state_and_the_run_key(lp_home,
 
     assert renamed.exit_code == 0 and "character 1 'Katy Perry': trigger word 'ohwx_katy'" in renamed.stdout
     assert clash.exit_code == 1 and "already named 'Katy Perry'" in clash.stderr
-    assert more.exit_code == 0 and f"{len(photos) - 5} new photos, 1 already stored, {len(photos)} in all" in more.stdout
+    assert more.exit_code == 0
+    assert f"{len(photos) - 5} new photos, 1 already stored, {len(photos)} in all" in more.stdout
     assert same.exit_code == 0 and "0 new photos" in same.stdout and "nothing is trained again" in same.stderr
     assert len(before) == len(after) == 1 and before != after, "new photos: a new run key"
 

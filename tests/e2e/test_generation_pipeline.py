@@ -178,8 +178,10 @@ def test_a_backend_failing_every_lora_call_still_succeeds_through_fallback(world
     assert world.stats()["statuses"]["flux-lora"].get("503", 0) >= 2
 
 
-def test_generate_cli_with_wait_prints_the_outputs(world):
+def test_generate_cli_with_wait_prints_the_outputs(world, monkeypatch):
     from lora_pipelines.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", world.instance.root_directory)  # the instance the command records in
 
     cli = CliRunner().invoke(main, ["generate", "--character", str(world.katy.id), "--model", "flux",
                                     "--prompt", PROMPT, "--count", "2", "--wait"])
@@ -197,8 +199,8 @@ def test_generate_cli_with_wait_prints_the_outputs(world):
         assert (world.home / "objects" / job["output_keys"][0]).stat().st_size > 0
         assert job["output_urls"] == job["output_uris"]  # a folder store: file URLs that open the image
 
-    # the jobs ran as a generation_job run on the Dagster instance of DAGSTER_HOME (the world's test instance):
-    # the run, its materialization and its checks are recorded there
+    # the jobs ran as a generation_job run on the Dagster instance of DAGSTER_HOME: the run, its materialization
+    # and its checks are recorded there
     [run_id] = {job["dagster_run_id"] for job in printed}
     instance = world.instance
     run = instance.get_run_by_id(run_id)

@@ -92,5 +92,6 @@ def test_the_unique_index_holds_against_a_direct_insert(tmp_path):
     CharactersRepository(db).create("Anna")
     with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
         conn.execute(sa.text("insert into characters (name, lora_enabled, trigger_word, photo_keys, created_at, "
-                             "updated_at) values ('B', false, 'ohwx_anna', '[]', current_timestamp, current_timestamp)"))
+                             "updated_at) values ('B', false, 'ohwx_anna', '[]', current_timestamp, "
+                             "current_timestamp)"))
     db.dispose()
