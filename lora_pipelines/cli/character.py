@@ -13,19 +13,19 @@ def character() -> None:
     """Characters, their reference photos and where their LoRA training stands."""
 
 
-def _fail_on(*errors: type[BaseException]):
-    """Turn the use cases' refusals into one-line errors."""
+def _one_line_errors(fn):
+    """The use cases' refusals (unknown id, busy character, bad input) as one-line errors."""
     import functools
 
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except errors as exc:
-                raise click.ClickException(str(exc)) from None
-        return run
-    return wrap
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        from lora_pipelines.services.character_management import CharacterBusyError, CharacterNotFoundError
+
+        try:
+            return fn(*args, **kwargs)
+        except (CharacterNotFoundError, CharacterBusyError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    return run
 
 
 def _states(ctx, character):
@@ -121,7 +121,7 @@ def _summary(c, states) -> dict:
 @character.command("show")
 @click.argument("character_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@_fail_on(LookupError)
+@_one_line_errors
 def show(character_id: int, as_json: bool) -> None:
     """A character's photos, training state per base model (with reasons) and LoRAs."""
     from lora_pipelines.cli.context import open_context
@@ -159,7 +159,7 @@ def show(character_id: int, as_json: bool) -> None:
 @click.option("--lora-enabled/--no-lora-enabled", default=None,
               help="Train and use LoRAs for it, or stop new trainings and LoRA use.")
 @click.option("--allow-duplicate-name", is_flag=True, help="Rename even if another character has the name.")
-@_fail_on(LookupError, ValueError)
+@_one_line_errors
 def update(character_id: int, name: str | None, lora_enabled: bool | None, allow_duplicate_name: bool) -> None:
     """Rename a character or switch its LoRAs on or off."""
     from lora_pipelines.cli.context import open_context
@@ -183,7 +183,7 @@ def update(character_id: int, name: str | None, lora_enabled: bool | None, allow
 @click.argument("character_id", type=int)
 @click.option("--photos", "photos_dir", required=True, type=click.Path(path_type=Path),
               help="Folder of JPEG/PNG/WebP photos; only those with exactly one clear face are kept.")
-@_fail_on(LookupError, ValueError)
+@_one_line_errors
 def add_photos(character_id: int, photos_dir: Path) -> None:
     """Add photos; a changed photo set is trained again (a new run key)."""
     from lora_pipelines.cli.context import open_context
@@ -206,7 +206,7 @@ def add_photos(character_id: int, photos_dir: Path) -> None:
 @character.command("remove")
 @click.argument("character_id", type=int)
 @click.option("--keep-files", is_flag=True, help="Keep its photos, datasets, LoRA files and images in the store.")
-@_fail_on(LookupError, RuntimeError)
+@_one_line_errors
 def remove(character_id: int, keep_files: bool) -> None:
     """Delete a character, its LoRAs, generation jobs and partitions, and (unless kept) its stored files."""
     from lora_pipelines.cli.context import open_context

@@ -11,7 +11,7 @@ show`, the sensor's observations in the UI and `character add` all read it from 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 from lora_pipelines.planning.training import photo_set_hash
@@ -139,35 +139,53 @@ def training_states(ctx: PipelineContext, characters: Iterable[Character], *,
     loras = LoraModelsRepository(ctx.db)
     rows_of = {c.id: loras.find_by_character_id(c.id) for c in characters}
     in_flight = with_progress and any(r.status == "training" for rows in rows_of.values() for r in rows)
-    poll = running_poll(ctx) if in_flight else None
     out: dict[int, list[TrainingState]] = {}
-    for character in characters:
-        rows = rows_of[character.id]
-        models = base_models + sorted({r.base_model for r in rows} - set(base_models))
-        states = []
-        for base_model in models:
-            mine = [r for r in rows if r.base_model == base_model]
-            progress = _progress(poll, mine)
-            states.append(decide_training_state(character, base_model, min_photos=ctx.settings.min_photos, rows=mine,
-                                                record=records.get((character.id, base_model)), progress=progress))
-        out[character.id] = states
+    with progress_poller(ctx, enabled=in_flight) as progress_of:
+        for character in characters:
+            rows = rows_of[character.id]
+            models = base_models + sorted({r.base_model for r in rows} - set(base_models))
+            states = []
+            for base_model in models:
+                mine = [r for r in rows if r.base_model == base_model]
+                states.append(decide_training_state(
+                    character, base_model, min_photos=ctx.settings.min_photos, rows=mine,
+                    record=records.get((character.id, base_model)), progress=progress_of(mine)))
+            out[character.id] = states
     return out
 
 
-def _progress(poll: Callable[[str], object] | None, rows: list[LoraModel]) -> float | None:
-    if poll is None or not rows or rows[-1].status != "training" or not rows[-1].gpu_call_id:
-        return None
-    with contextlib.suppress(Exception):  # progress is a nicety; status must answer when the GPU side does not
-        return getattr(poll(rows[-1].gpu_call_id), "progress", None)
-    return None
+PROGRESS_TIMEOUT_S = 3.0
 
 
-def running_poll(ctx: PipelineContext) -> Callable[[str], object] | None:
-    """The poll of a training backend that can be asked without starting anything (None otherwise)."""
-    with contextlib.suppress(Exception):
-        backend = ctx.running_training_backend()
-        return backend.poll if backend is not None else None
-    return None
+@contextlib.contextmanager
+def progress_poller(ctx: PipelineContext, *, enabled: bool = True) -> Iterator[Callable[[list], float | None]]:
+    """rows → the progress (%) of the latest row's GPU call while it trains, from a training backend that is
+    already running (nothing is started), asked with a short timeout; after one failed poll it asks no more:
+    progress is a nicety, and `status` must answer when the GPU side does not."""
+    backend = None
+    if enabled:
+        with contextlib.suppress(Exception):
+            from lora_pipelines.gpu.factory import connect_training_backend
+
+            backend = connect_training_backend(
+                ctx.settings.model_copy(update={"gpu_timeout_seconds": PROGRESS_TIMEOUT_S}))
+    broken = backend is None
+
+    def progress_of(rows: list[LoraModel]) -> float | None:
+        nonlocal broken
+        if broken or not rows or rows[-1].status != "training" or not rows[-1].gpu_call_id:
+            return None
+        try:
+            return backend.poll(rows[-1].gpu_call_id).progress
+        except Exception:  # noqa: BLE001 - any failure means no progress to show
+            broken = True
+            return None
+
+    try:
+        yield progress_of
+    finally:
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
 
 
 # --- what the training assets and sensors record ------------------------------------------------------------

@@ -4,6 +4,7 @@ issue found silent now ends in a state with its reason, in `status --json` and o
 from __future__ import annotations
 
 import json
+import time
 
 import dagster as dg
 import pytest
@@ -184,3 +185,19 @@ def test_the_ui_gets_inline_thumbnails_in_dataset_and_generation_metadata(world,
         assert markdown.startswith("![") and "](data:image/webp;base64," in markdown and len(markdown) < 1000
     table = generated.asset_materializations_for_node("generation_outputs")[0].metadata["results"].value
     assert all(r.data["output"].startswith("file://") for r in table.records)
+
+
+def test_a_training_in_flight_shows_its_progress(tmp_path, faces_dir):
+    from lora_pipelines.services import training as svc
+
+    with open_world(tmp_path, training_seconds=60) as slow, slow.active():
+        character = slow.add_character("Katy In Flight", person_photos(faces_dir, "katy_perry"))
+        row = svc.start_training(slow.ctx, svc.prepare_dataset(slow.ctx, character.id, "flux"))
+        assert row.status == "training"
+        time.sleep(1.5)
+
+        flux = _training(character.id)["flux"]
+
+    assert flux["state"] == "training" and flux["lora_model_id"] == row.id
+    assert flux["progress"] is not None and 0 < flux["progress"] < 100
+    assert f"GPU call {row.gpu_call_id} on simulated" in flux["reason"]
