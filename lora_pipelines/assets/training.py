@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from lora_pipelines.assets.metadata import image_md, string_table
+from lora_pipelines.assets.metadata import character_label, image_md, inline_images, string_table
 from lora_pipelines.partitions import character_model_partitions, split_partition_key
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services import training as svc
-from lora_pipelines.services.previews import dataset_preview
+from lora_pipelines.services.previews import dataset_crops, dataset_preview
+from lora_pipelines.services.training_state import record_dataset, record_preparing, record_run_failure
 
 GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -28,10 +29,18 @@ def training_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResour
     """Faces found, cropped, captioned with the trigger word and de-duplicated; stored with a hashed manifest."""
     character_id, base_model = split_partition_key(context)
     ctx = pipeline.context
-    descriptor = svc.prepare_dataset(ctx, character_id, base_model)
+    run_id = context.run.run_id
+    record_preparing(ctx, character_id, base_model, run_id)
+    try:
+        descriptor = svc.prepare_dataset(ctx, character_id, base_model)
+    except Exception as exc:
+        record_run_failure(ctx, character_id, base_model, run_id, f"run {run_id[:8]} failed in training_dataset: {exc}")
+        raise
+    record_dataset(ctx, descriptor, run_id)
     yield dg.Output(
         descriptor.to_dict(),
         metadata={
+            **character_label(ctx, character_id),
             "dataset_hash": descriptor.dataset_hash,
             "usable_photos": descriptor.usable,
             "dropped_photos": len(descriptor.dropped),
@@ -39,6 +48,7 @@ def training_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResour
             "preview": image_md(dataset_preview(ctx, descriptor.zip_key), "training crops"),
             "prefix": descriptor.prefix,
             "trigger_word": descriptor.trigger_word,
+            **inline_images([(f"crop {name}", png) for name, png in dataset_crops(ctx, descriptor.zip_key)]),
         },
     )
     yield dg.AssetCheckResult(
@@ -140,7 +150,8 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
                    "second_expert_sha256": row.second_expert_sha256 or ""} if second else {}
     yield dg.Output(
         {"lora_model_id": row.id, "model_path": row.model_path, "status": row.status},
-        metadata={"lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",
+        metadata={**character_label(ctx, row.character_id),
+                  "lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",
                   "model_url": dg.MetadataValue.url(row.model_url) if row.model_url else "",
                   "sha256": row.sha256 or "", "size_bytes": row.size_bytes or 0,
                   "detected_base_model": str(checks.detail.get("detected_base_model")), **second_file},

@@ -65,9 +65,7 @@ def run_demo(home: Path) -> dict:
     from lora_pipelines.definitions import defs as definitions
     from lora_pipelines.demo.photos import fetch_demo_photos
     from lora_pipelines.demo.sensor_runs import SensorCursors, execute_request, new_run_requests
-    from lora_pipelines.domain.keys import report_prefix
     from lora_pipelines.reporting.metrics import face_match_summary, headline
-    from lora_pipelines.reporting.report import utc_today
     from lora_pipelines.services.characters import add_character, photos_in
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.store.characters import CharactersRepository
@@ -117,9 +115,11 @@ def run_demo(home: Path) -> dict:
 
         say("report: report_job")
         execute_request(instance, defs, "report_job", dg.RunRequest(run_key=f"demo-report-{time.time():.0f}"), say)
+        [latest] = instance.fetch_materializations(dg.AssetKey("lora_quality_report"), limit=1).records
+        prefix = latest.asset_materialization.metadata["prefix"].value  # reports/{day}, or {day}-N after the first
 
     numbers = headline(ctx.db)
-    report_uri = ctx.store.uri(f"{report_prefix(utc_today())}/report.html")
+    report_uri = ctx.store.uri(f"{prefix}/report.html")
     per_character = {name: character_face_match(ctx.db, c.id) for name, c in characters.items()}
     say("done")
     return {"report": report_uri, "metrics": numbers, "seconds": round(time.monotonic() - say.started, 1),

@@ -29,6 +29,7 @@ from lora_pipelines.reporting.tables import (
     with_rates,
 )
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.store.objects import ObjectStore
 
 
 @dataclass
@@ -55,9 +56,9 @@ def utc_today() -> date:
 
 def build_report(
     ctx: PipelineContext, *, day: date, since: date | datetime | None = None,
-    recorded_checks: Mapping[str, CheckOutcome] | None = None,
+    recorded_checks: Mapping[str, CheckOutcome] | None = None, prefix: str | None = None,
 ) -> QualityReport:
-    """Build the report for `day` over jobs finished since `since` and write it under reports/{day}/.
+    """Build the report for `day` over jobs finished since `since` and write it under `prefix` (reports/{day}/).
 
     `recorded_checks`: the latest result of each generation_outputs check by name, as the orchestrator recorded
     it; a check without one (or every check, when None) is computed from the report's rates and the targets.
@@ -92,7 +93,7 @@ def build_report(
         "face_match_by_character": plot_face_match_by_character(tables["by_character"]),
         "training_durations": plot_training_durations(durations),
     }
-    prefix = report_prefix(day)
+    prefix = prefix or report_prefix(day)
     title = f"LoRA quality report {day.isoformat()}"
     window = f"jobs finished since {since_at.isoformat()}" if since_at else "all finished jobs"
     files: dict[str, tuple[bytes, str]] = {}
@@ -111,6 +112,15 @@ def build_report(
         day=day, since=since_at, prefix=prefix, report_uri=ctx.store.uri(f"{prefix}/report.html"), keys=keys,
         headline=headline, tables=tables, plots=plots, checks_source=source,
     )
+
+
+def free_report_prefix(store: ObjectStore, day: date) -> str:
+    """reports/{day} for the day's first report, then reports/{day}-2, -3...: a report never overwrites another."""
+    base = report_prefix(day)
+    number = 1
+    while store.exists(f"{base if number == 1 else f'{base}-{number}'}/report.md"):
+        number += 1
+    return base if number == 1 else f"{base}-{number}"
 
 
 def normalize_since(since: date | datetime | None) -> datetime | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from lora_pipelines.reporting import metrics
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.services.outputs import output_urls
+from lora_pipelines.services.training_state import training_states
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
@@ -40,14 +42,17 @@ def _job(job) -> dict:
 def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
     loras = LoraModelsRepository(ctx.db)
     characters = CharactersRepository(ctx.db).list(limit=limit)
+    states = training_states(ctx, characters, with_progress=True)
     return {
         "store": {"url": ctx.store.url},
         "characters": [
             {"id": c.id, "name": c.name, "lora_enabled": c.lora_enabled, "trigger_word": c.trigger_word,
-             "photo_keys": list(c.photo_keys), "loras": [_lora(r) for r in loras.find_by_character_id(c.id)]}
+             "photo_keys": list(c.photo_keys), "loras": [_lora(r) for r in loras.find_by_character_id(c.id)],
+             "training": [s.as_dict() for s in states[c.id]]}
             for c in characters
         ],
-        "generation_jobs": [_job(j) for j in GenerationJobsRepository(ctx.db).list(limit=limit, newest_first=True)],
+        "generation_jobs": [{**_job(j), "output_urls": output_urls(ctx.store, list(j.output_keys or []))}
+                            for j in GenerationJobsRepository(ctx.db).list(limit=limit, newest_first=True)],
         "metrics": metrics.headline(ctx.db),
         # held-out vs in-sample references, by dlib and by SFace, and where the two disagree
         "face_match": metrics.face_match_summary(ctx.db),

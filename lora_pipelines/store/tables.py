@@ -69,7 +69,10 @@ class CharacterRow(_Timestamps, Base):
     trigger_word: Mapped[str] = mapped_column(sa.String(64), nullable=False)
     photo_keys: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False, default=list)
 
-    __table_args__ = (sa.Index(None, "updated_at", "id"),)
+    __table_args__ = (
+        sa.Index(None, "updated_at", "id"),
+        sa.Index(None, "trigger_word", unique=True),  # migration 0004
+    )
 
 
 class LoraModelRow(_Timestamps, Base):
@@ -104,6 +107,28 @@ class LoraModelRow(_Timestamps, Base):
         sa.Index(None, "character_id", "base_model", "status", "id"),
         sa.Index(None, "status", "id"),
     )
+
+
+TRAINING_STATES = ("preparing", "dataset_ready", "failed")
+
+
+class TrainingStateRow(_Timestamps, Base):
+    """What the training assets last learned about a character × base model (migration 0004)."""
+
+    __tablename__ = "training_states"
+
+    character_id: Mapped[int] = mapped_column(sa.ForeignKey("characters.id"), primary_key=True)
+    base_model: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    photo_set: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    state: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    check_name: Mapped[str | None] = mapped_column(sa.String(64))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    dataset_hash: Mapped[str | None] = mapped_column(sa.String(128))
+    usable: Mapped[int | None] = mapped_column(sa.Integer)
+    required: Mapped[int | None] = mapped_column(sa.Integer)
+
+    __table_args__ = (sa.CheckConstraint(_in("state", TRAINING_STATES), name="state"),)
 
 
 class GenerationJobRow(_Timestamps, Base):

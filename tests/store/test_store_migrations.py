@@ -12,9 +12,9 @@ from lora_pipelines.cli import main
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.tables import Base
 
-HEAD = "0006"  # the newest revision in lora_pipelines/store/migrations/versions
+HEAD = "0004"  # the newest revision: 0004 (character management) chains after 0006 (LoRA expert pair)
 
-APP_TABLES = {"characters", "lora_models", "generation_jobs"}
+APP_TABLES = {"characters", "lora_models", "generation_jobs", "training_states"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
