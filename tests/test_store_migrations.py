@@ -12,9 +12,9 @@ from lora_pipelines.cli import main
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.tables import Base
 
-HEAD = "0002"  # the newest revision in lora_pipelines/store/migrations/versions
+HEAD = "0005"  # the newest revision in lora_pipelines/store/migrations/versions
 
-APP_TABLES = {"characters", "lora_models", "generation_jobs"}
+APP_TABLES = {"characters", "lora_models", "generation_jobs", "lora_activations", "generation_feedback"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
