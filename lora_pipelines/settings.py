@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     generation_max_attempts: int = Field(default=3, ge=1)
     train_base_models: str = Field(
         default="z-image-turbo,flux,qwen-image", description="Base models every LoRA-enabled character is trained for.")
+    training_checkpoints: int = Field(
+        default=4, ge=1, le=10,
+        description="Checkpoints a training keeps (evenly spaced); the one with the best likeness is published.")
+    checkpoint_samples: int = Field(default=4, ge=1, le=16, description="Sample images scored per checkpoint.")
+    lora_gate_tolerance: float = Field(
+        default=0.03, ge=0, le=1,
+        description="A new LoRA replaces the active one only if its likeness is at least the active one's minus this.")
+    lora_retention_days: float = Field(
+        default=30.0, gt=0, description="Retention archives LoRAs not in use for longer than this many days.")
 
     @cached_property
     def resolved_home(self) -> Path:

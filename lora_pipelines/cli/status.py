@@ -28,7 +28,8 @@ def status(as_json: bool, limit: int) -> None:
     click.echo(f"store: {data['store']['url']}")
     click.echo(f"{'id':>5}  {'name':<24} {'lora':<5} {'photos':>6}  loras")
     for c in data["characters"]:
-        loras = ", ".join(f"{r['base_model']}:{r['status']}" for r in c["loras"]) or "-"
+        loras = ", ".join(f"{r['base_model']}:{r['status']}{'*' if r.get('active') else ''}"
+                          for r in c["loras"]) or "-"
         click.echo(f"{c['id']:>5}  {c['name'][:24]:<24} {'on' if c['lora_enabled'] else 'off':<5} "
                    f"{len(c['photo_keys']):>6}  {loras}")
     click.echo(f"\n{'job':>5} {'char':>5} {'model':<14} {'status':<10} {'mode':<10} {'lora':>5}  skipped reason")
@@ -41,3 +42,6 @@ def status(as_json: bool, limit: int) -> None:
         f" / without {_pct(m['face_match_rate_without_lora'])} · success {_pct(m['generation_success_rate'])}"
         f" · fallback success {_pct(m['fallback_success_rate'])}"
     )
+    u = data["user_satisfaction"]
+    click.echo(f"users reporting better consistency with LoRA: {_pct(u['rate'])} of {u['ratings']} rating"
+               f"{'' if u['ratings'] == 1 else 's'} in {u['window_days']:g} days (target {u['target']:.0%})")

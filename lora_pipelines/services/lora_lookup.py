@@ -22,6 +22,7 @@ from lora_pipelines.domain.model_registry import get_model
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.lora_activations import LoraActivationsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects.files import sha256_of_file
 
@@ -63,16 +64,19 @@ def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate) -> Inspect
     return InspectOutcome.success(inspection.base_model)
 
 
-def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str) -> LoraSelection:
-    """The LoRA to use for this character and model, or the reason none is used."""
+def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str,
+                            pinned_id: int | None = None) -> LoraSelection:
+    """The LoRA to use for this character and model (the job's pinned one, else the active one), or the reason
+    none is used."""
     entry = get_model(model)
     character = CharactersRepository(ctx.db).get(character_id)
     facts = None if character is None else CharacterFacts(id=character.id, lora_enabled=character.lora_enabled)
     # every ready LoRA of the character: selection tells "none ready" from "ready, but for another base model"
     rows = [] if character is None else LoraModelsRepository(ctx.db).find_by_character_id(character_id)
+    active = LoraActivationsRepository(ctx.db).active_id(character_id, entry.base_model) if rows else None
     candidates = [
         LoraCandidate(id=r.id, base_model=r.base_model, trigger_word=r.trigger_word, model_path=r.model_path,
-                      sha256=r.sha256, finished_at=r.finished_at)
+                      sha256=r.sha256, finished_at=r.finished_at, active=r.id == active)
         for r in rows if r.status == "ready"
     ]
-    return select_lora(facts, entry, candidates, lambda c: inspect_stored_lora(ctx, c))
+    return select_lora(facts, entry, candidates, lambda c: inspect_stored_lora(ctx, c), pinned_id=pinned_id)
