@@ -85,6 +85,15 @@ class TrainingCalls:
     def file_path(self, call_id: str) -> Path:
         return self.files_dir / f"{call_id}.safetensors"
 
+    def remove_files(self, call_id: str) -> list[str]:
+        """Delete the call's trained files (final and checkpoints); returns their names."""
+        removed = []
+        for path in sorted(self.files_dir.glob(f"{call_id}.*safetensors")):
+            if path.name == f"{call_id}.safetensors" or path.name.startswith(f"{call_id}."):
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
     def _forget(self, call: TrainingCall) -> None:
         with self._lock:
             self._calls.pop(call.call_id, None)

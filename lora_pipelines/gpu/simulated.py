@@ -37,6 +37,14 @@ class SimulatedTrainingBackend:
         self.http.request("POST", f"/function-calls/{call_id}/cancel", endpoint="cancel", call_id=call_id,
                           ok_statuses=(404,))
 
+    def remove_trained_files(self, call_id: str | None, keys: list[str]) -> list[str]:
+        """Delete the service's own copies of a call's trained files (its stand-in for the Modal volume)."""
+        if not call_id:
+            return []
+        body = self.http.json("DELETE", f"/function-calls/{call_id}/files", endpoint="files", call_id=call_id,
+                              ok_statuses=(404,))
+        return list(body.get("removed", [])) if isinstance(body, dict) else []
+
     def fetch_artifact(self, result: TrainingResult, dest_path: Path) -> Path:
         if not result.download_url:
             raise GpuPermanentError("result has no download_url; fetch result.object_key from the object store",

@@ -18,8 +18,8 @@ from lora_pipelines.domain.lora_versions import GATE_TOLERANCE, GateDecision, Ve
 from lora_pipelines.store.characters import CHARACTERS
 from lora_pipelines.store.database import Database
 from lora_pipelines.store.lora_models import LORA_MODELS, LoraModel
-from lora_pipelines.store.rows import RecordNotFoundError, lock_row, to_record
-from lora_pipelines.store.tables import ACTIVATION_KINDS, LoraActivationRow, LoraModelRow, utcnow
+from lora_pipelines.store.rows import RecordNotFoundError, apply, lock_row, to_record
+from lora_pipelines.store.tables import ACTIVATION_KINDS, GenerationJobRow, LoraActivationRow, LoraModelRow, utcnow
 from lora_pipelines.store.validation import check_short_text, check_text
 
 GATE_ACTOR = "quality gate"
@@ -70,6 +70,17 @@ class LoraActivationsRepository:
         with self.db.session(readonly=True) as session:
             active = self._active(session, character_id, base_model)
             return None if active is None else active.id
+
+    def all_for(self, character_ids: list[int]) -> list[LoraActivation]:
+        """Every activation of these characters, oldest first (retention's view of when a LoRA was replaced)."""
+        out: list[LoraActivation] = []
+        with self.db.session(readonly=True) as session:
+            for start in range(0, len(character_ids), 1000):
+                stmt = (sa.select(LoraActivationRow)
+                        .where(LoraActivationRow.character_id.in_(character_ids[start:start + 1000]))
+                        .order_by(LoraActivationRow.id))
+                out.extend(to_record(LoraActivation, r) for r in session.scalars(stmt))
+        return sorted(out, key=lambda a: a.id)
 
     def active_ids(self, character_ids: list[int] | None = None) -> dict[tuple[int, str], int]:
         """(character, base model) → the active LoRA id, for every pair with a ready LoRA (of `character_ids`)."""
@@ -137,6 +148,24 @@ class LoraActivationsRepository:
             lora.updated_at = now
             session.flush()
             return decision, to_record(LoraModel, lora)
+
+    def archive_unused(self, lora_model_id: int) -> tuple[bool, str]:
+        """ready → archived, unless under the locks it turns out to be in use: the active LoRA of its base model,
+        or pinned by a pending or running job. Returns (archived, why not / "archived")."""
+        with self.db.session() as session:
+            lora = self._lock_pair(session, lora_model_id)
+            if lora.status != "ready":
+                return False, f"it is {lora.status}"
+            active = self._active(session, lora.character_id, lora.base_model)
+            if active is not None and active.id == lora.id:
+                return False, "it is the active LoRA"
+            pins = session.scalar(sa.select(sa.func.count()).select_from(GenerationJobRow).where(
+                GenerationJobRow.requested_lora_model_id == lora.id,
+                GenerationJobRow.status.in_(("pending", "running"))))
+            if pins:
+                return False, f"{pins} pending or running job(s) pinned it"
+            apply(LORA_MODELS, lora, {}, "archived")
+            return True, "archived"
 
     # --- helpers ---
     def _lock_pair(self, session: Session, lora_model_id: int) -> LoraModelRow:

@@ -39,6 +39,14 @@ def cancel(call_id: str, sim: State, _plan=Depends(inject_faults("cancel"))) -> 
     return call.poll()
 
 
+@router.delete("/function-calls/{call_id}/files", responses={404: {"model": ErrorResponse}})
+def remove_files(call_id: str, sim: State, _plan=Depends(inject_faults("files"))) -> Any:
+    """The Modal volume's stand-in: delete what this call trained (retention archived the LoRA)."""
+    if not SAFE_NAME.match(call_id):
+        return error_response(404, "function call not found", call_id)
+    return {"removed": sim.calls.remove_files(call_id)}
+
+
 @router.get("/files/{name}")
 def files(name: str, sim: State, _plan=Depends(inject_faults("files"))) -> Response:
     path = sim.calls.files_dir / name
