@@ -5,11 +5,13 @@ import dagster as dg
 
 from lora_pipelines.assets.generation import generation_outputs
 from lora_pipelines.assets.report import lora_quality_report
+from lora_pipelines.assets.retention import lora_retention
 from lora_pipelines.assets.training import lora_artifact, trained_lora, training_dataset
+from lora_pipelines.checks.feedback import FEEDBACK_CHECKS
 from lora_pipelines.checks.generation import GENERATION_CHECKS
-from lora_pipelines.jobs import generation_job, report_job, training_job
+from lora_pipelines.jobs import generation_job, lora_retention_job, report_job, training_job
 from lora_pipelines.resources import PipelineResource
-from lora_pipelines.schedules import daily_quality_report_schedule
+from lora_pipelines.schedules import daily_quality_report_schedule, lora_retention_schedule
 from lora_pipelines.sensors.generation import pending_generations_sensor
 from lora_pipelines.sensors.training import new_characters_sensor, training_completion_sensor
 
@@ -17,10 +19,11 @@ from lora_pipelines.sensors.training import new_characters_sensor, training_comp
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[training_dataset, trained_lora, lora_artifact, generation_outputs, lora_quality_report],
-        asset_checks=GENERATION_CHECKS,
-        jobs=[training_job, generation_job, report_job],
+        assets=[training_dataset, trained_lora, lora_artifact, generation_outputs, lora_quality_report,
+                lora_retention],
+        asset_checks=[*GENERATION_CHECKS, *FEEDBACK_CHECKS],
+        jobs=[training_job, generation_job, report_job, lora_retention_job],
         sensors=[new_characters_sensor, training_completion_sensor, pending_generations_sensor],
-        schedules=[daily_quality_report_schedule],
+        schedules=[daily_quality_report_schedule, lora_retention_schedule],
         resources={"pipeline": PipelineResource.from_environment()},
     )

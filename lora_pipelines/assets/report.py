@@ -31,10 +31,11 @@ def lora_quality_report(context: dg.AssetExecutionContext, pipeline: PipelineRes
 
 def latest_check_results(instance: dg.DagsterInstance) -> dict[str, "CheckOutcome"]:
     """The latest evaluation of each generation_outputs check recorded in `instance`, by check name."""
+    from lora_pipelines.reporting.feedback import SATISFACTION
     from lora_pipelines.reporting.tables import CheckOutcome
 
     results = {}
-    for target in CHECK_TARGETS:
+    for target in (*CHECK_TARGETS, SATISFACTION):
         # DagsterInstance has no @public reader of check results in 1.13; this instance method (not the
         # event log storage's) is the one the UI's own loaders sit on
         record = instance.get_latest_asset_check_evaluation_record(
@@ -80,4 +81,8 @@ def report_metadata(report: "QualityReport") -> dict[str, Any]:
     for name, value in report.headline.items():
         if value is not None:  # a float metadata value cannot be empty; nothing measured means no point
             metadata[name] = float(value)
+    if report.satisfaction is not None:
+        metadata["user_satisfaction_ratings"] = report.satisfaction.denominator
+        if report.satisfaction.value is not None:
+            metadata["user_satisfaction_rate"] = float(report.satisfaction.value)
     return metadata

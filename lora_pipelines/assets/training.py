@@ -115,6 +115,9 @@ def trained_lora(
                           description="The base model read from the file equals the row's baseModel."),
         dg.AssetCheckSpec("checksum_matches", asset="lora_artifact", blocking=True,
                           description="The stored object's sha256 equals the recorded sha256."),
+        dg.AssetCheckSpec("not_worse_than_active", asset="lora_artifact",
+                          description="The quality gate: a new LoRA replaces the one in use only if its likeness is "
+                                      "at least the active one's minus the tolerance; both scores shown."),
     ],
 )
 def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource):
@@ -145,3 +148,27 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
     yield dg.AssetCheckResult(check_name="checksum_matches", passed=checks.checksum_matches,
                               metadata={"recorded": row.sha256 or "",
                                         "stored": str(checks.detail.get("stored_sha256"))})
+    yield quality_gate_result(ctx, row)
+
+
+def quality_gate_result(ctx, row) -> dg.AssetCheckResult:
+    """The quality gate's decision on a ready LoRA (made once, on the row), as the not_worse_than_active check."""
+    from lora_pipelines.services.lora_versions import apply_quality_gate
+
+    if row.status != "ready":
+        return dg.AssetCheckResult(check_name="not_worse_than_active", passed=False,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"LoRA {row.id} is {row.status}: no version to compare")
+    decision, row = apply_quality_gate(ctx, row.id)
+
+    def score(value):
+        return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(value)
+
+    return dg.AssetCheckResult(
+        check_name="not_worse_than_active", passed=decision.activate, severity=dg.AssetCheckSeverity.WARN,
+        description=("active: " if decision.activate else "kept ready, not active: ") + decision.reason,
+        metadata={"lora_model_id": row.id, "validation_score": score(decision.new_score),
+                  "active_lora_model_id": decision.active_id if decision.active_id is not None
+                  else dg.MetadataValue.null(),
+                  "active_validation_score": score(decision.active_score), "tolerance": decision.tolerance,
+                  "activated": decision.activate})

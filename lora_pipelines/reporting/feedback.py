@@ -93,3 +93,33 @@ def summary(db: Database, *, days: float = WINDOW_DAYS) -> dict:
     rate = satisfaction(db, days=days)
     return {"rate": rate.value, "better": rate.numerator, "ratings": rate.denominator,
             "target": SATISFACTION.target, "window_days": days}
+
+
+def satisfaction_tables(db: Database, since: datetime | None):
+    """The report's section: (by character, by base model) DataFrames with ratings, verdicts and the rate."""
+    import pandas as pd
+
+    def frame(rows: list[SatisfactionRow], key: str, label: str | None) -> pd.DataFrame:
+        columns = [key, *([label] if label else []), *COLUMNS, "rate"]
+        records = [{key: r.key, **({label: r.label} if label else {}), "ratings": r.ratings, "better": r.better,
+                    "same": r.same, "worse": r.worse, "rate": r.rate} for r in rows]
+        table = pd.DataFrame(records, columns=columns)
+        return table.astype({c: "int64" for c in COLUMNS} | {"rate": "float64"})
+
+    return (frame(satisfaction_by(db, "character", since=since), "character_id", "character"),
+            frame(satisfaction_by(db, "base_model", since=since), "base_model", None))
+
+
+def computed_check(rate: Rate):
+    """The user_satisfaction check as the report computes it when Dagster has no recorded result."""
+    from lora_pipelines.reporting.tables import CheckOutcome
+
+    target = SATISFACTION.target
+    if rate.value is None:
+        passed, description = False, "not measured: no ratings of LoRA generations in the window"
+    else:
+        passed = rate.value >= target
+        description = f"{rate.value:.1%} of {rate.denominator} ratings say better (target ≥ {target:.0%})"
+    return CheckOutcome(source="computed from the report window", passed=passed, severity=SATISFACTION.severity,
+                        rate=rate.value, target=target, numerator=rate.numerator, denominator=rate.denominator,
+                        evaluated_at=None, description=description)

@@ -15,6 +15,8 @@ _TABLE_TITLES = {
     "summary": "Headline", "checks": "Checks on generation_outputs", "by_character": "By character",
     "by_base_model": "By base model", "by_backend": "By backend", "by_day": "By day",
     "training": "LoRA training (durations in minutes)", "training_failures": "Top training failure reasons",
+    "satisfaction_by_character": "Users' verdict by character (ratings of LoRA generations; rate = share 'better')",
+    "satisfaction_by_base_model": "Users' verdict by base model (ratings of LoRA generations; rate = share 'better')",
 }  # fmt: skip
 _RATE_COLUMNS = {*RATES, "rate", "target"}
 

@@ -130,9 +130,11 @@ class LoraActivationsRepository:
             latest = self._latest(session, lora.character_id, lora.base_model)
             if lora.gated_at is not None:  # decided before: report against what is in use now
                 in_use = active_version([*others, _version(lora)], latest.lora_model_id if latest else None)
-                decision = GateDecision(in_use is not None and in_use.id == lora.id, lora.gate_reason or "activated",
-                                        in_use.id if in_use else None, in_use.validation_score if in_use else None,
-                                        lora.validation_score, tolerance)
+                using = in_use is not None and in_use.id == lora.id
+                reason = ("it is the LoRA in use" if using else
+                          lora.gate_reason or f"LoRA {in_use.id} has been activated since")
+                decision = GateDecision(using, reason, in_use.id if in_use else None,
+                                        in_use.validation_score if in_use else None, lora.validation_score, tolerance)
                 return decision, to_record(LoraModel, lora)
             current = active_version(others, latest.lora_model_id if latest else None)
             decision = gate(_version(lora), current, tolerance)
