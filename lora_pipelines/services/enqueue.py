@@ -10,7 +10,7 @@ from lora_pipelines.domain.model_registry import get_model
 from lora_pipelines.domain.prompts import apply_trigger_word
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.store.characters import CharactersRepository
-from lora_pipelines.store.generation_jobs import GenerationJobsRepository, check_strength
+from lora_pipelines.store.generation_jobs import GenerationJobsRepository, PinRefused, check_strength
 from lora_pipelines.store.rows import RecordNotFoundError
 
 
@@ -35,5 +35,5 @@ def enqueue_generations(ctx: PipelineContext, character_id: int, model: str, pro
     try:
         return GenerationJobsRepository(ctx.db).enqueue(character_id, model, prompt, count=count, strength=strength,
                                                        lora_model_id=lora_id, base_model=entry.base_model)
-    except RecordNotFoundError as exc:  # the character went away in between
+    except (PinRefused, RecordNotFoundError) as exc:  # (or the character went away in between)
         raise GenerationRequestError(str(exc)) from None
