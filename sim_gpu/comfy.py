@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_pipelines.workflows.model_files import UNET_BASE_MODEL
+from sim_gpu.learning import FULLY_LEARNED
 from sim_gpu.studio import LoraRejected, Studio, is_triggered, read_lora, seed_for
 
 LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
@@ -88,7 +89,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
     latent = next((n["inputs"] for n in prompt.values() if n.get("class_type") in LATENTS), {})
     width, height = int(latent.get("width", 1024)), int(latent.get("height", 1024))
 
-    identity, known_character, lora_info = [], None, []
+    identity, known_character, lora_info, stage = [], None, [], FULLY_LEARNED
     for nid in chain:
         node = prompt[nid]
         if node["class_type"] not in LORA_LOADERS:
@@ -115,6 +116,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
         lora_info.append(f"{name}:loaded" + ("" if triggered else ":untriggered"))
         if triggered:
             identity.extend(lora.faces)
+            stage = lora.stage  # the last triggered LoRA's training stage
 
     reference = None
     pulid = next((nid for nid in chain if prompt[nid]["class_type"] == "ApplyPulidFlux"), None)
@@ -137,7 +139,8 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
             "pulid": "yes" if pulid else "no"}
     for index, output_id in enumerate(output_ids):
         png, shown = studio.render(seed=seed_for(seed, index, positive), width=width, height=height, identity=identity,
-                                   reference=reference, known_character=known_character, info=info)
+                                   reference=reference, known_character=known_character, info=info,
+                                   stage=stage)
         run.images.append((output_id, png))
     run.messages.append(["sim_info", {"backend": "simulated", "base_model": base_model, "loras": lora_info,
                                       "face": shown if output_ids else None}])

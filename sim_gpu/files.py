@@ -48,7 +48,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int, faces: Sequence[np.ndarray],
-                    character_id: str, seed: int) -> bytes:
+                    character_id: str, seed: int, extra_metadata: dict[str, str] | None = None) -> bytes:
     """A valid .safetensors LoRA in the base model's layout, carrying the face crops as uint8 tensors."""
     from safetensors.numpy import save
 
@@ -61,7 +61,7 @@ def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int
         tensors[f"{FACE_TENSOR_PREFIX}{i:03d}"] = np.ascontiguousarray(face, dtype=np.uint8)
     metadata = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer=SIM_SOFTWARE)
     metadata.update({"backend": "simulated", "lora_pipelines.character_id": character_id,
-                     "sim.faces": str(len(faces))})
+                     "sim.faces": str(len(faces)), **(extra_metadata or {})})
     return save(tensors, metadata=metadata)
 
 

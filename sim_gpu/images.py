@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from PIL.PngImagePlugin import PngInfo
 
-Degradation = Literal["lora", "swap"]
+Degradation = Literal["lora", "swap", "copy"]
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -69,10 +69,13 @@ def _vary_face(rng: np.random.Generator, crop: np.ndarray, side: int, degradatio
 
 def synthesize(*, seed: int, width: int, height: int, face: np.ndarray | None, degradation: Degradation = "lora",
                info: dict[str, str] | None = None) -> bytes:
-    """A PNG of a seeded scene, with `face` (HxWx3 uint8 crop) pasted in when given; deterministic per seed."""
+    """A PNG of a seeded scene, with `face` (HxWx3 uint8 crop) pasted in when given; deterministic per seed.
+    "copy" (an over-trained LoRA) is the crop itself filling the frame: a training photo come back."""
     rng = np.random.default_rng(seed)
     canvas = _background(rng, width, height)
-    if face is not None:
+    if face is not None and degradation == "copy":
+        canvas = Image.fromarray(face).resize((width, height), Image.BICUBIC)
+    elif face is not None:
         side = int(min(width, height) * rng.uniform(0.42, 0.6))
         angle = float(rng.uniform(-12, 12))
         varied = _vary_face(rng, face, side, degradation)

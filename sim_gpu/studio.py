@@ -20,6 +20,7 @@ from PIL import Image
 from sim_gpu.faces import face_crop, open_rgb
 from sim_gpu.files import faces_in_lora, fetch_url, sha256_hex
 from sim_gpu.images import synthesize
+from sim_gpu.learning import FULLY_LEARNED, Stage, stage_of
 
 SWAP_SUCCESS_RATE = 0.8
 _PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -36,6 +37,7 @@ class LoraFile:
     trigger_word: str | None
     character_id: str | None
     faces: tuple[np.ndarray, ...]
+    stage: Stage = FULLY_LEARNED  # how far its training got (sim_gpu/learning.py)
 
 
 def read_lora(data: bytes) -> LoraFile:
@@ -51,7 +53,8 @@ def read_lora(data: bytes) -> LoraFile:
         raise LoraRejected(f"not a valid LoRA file: {exc}") from None
     return LoraFile(data=data, base_model=base_model,
                     trigger_word=trigger or metadata.get("lora_pipelines.trigger_word"),
-                    character_id=metadata.get("lora_pipelines.character_id"), faces=faces)
+                    character_id=metadata.get("lora_pipelines.character_id"), faces=faces,
+                    stage=stage_of(metadata))
 
 
 def is_triggered(prompt: str, trigger_word: str | None) -> bool:
@@ -116,12 +119,19 @@ class Studio:
     # --- rendering ---
     def render(self, *, seed: int, width: int, height: int, identity: Sequence[np.ndarray] = (),
                reference: np.ndarray | None = None, known_character: str | None = None,
-               info: dict[str, str] | None = None) -> tuple[bytes, str]:
-        """PNG + which face it shows: "character", "reference", "crowd" or "none"."""
+               info: dict[str, str] | None = None, stage: Stage = FULLY_LEARNED) -> tuple[bytes, str]:
+        """PNG + which face it shows: "character", "reference", "crowd" or "none". `stage`: how far the LoRA that
+        carries `identity` was trained (an under-trained one shows a weaker likeness, an over-trained one copies)."""
         rng = random.Random(seed)
         info = dict(info or {})
-        if identity:
+        # its own draw: the same seed gives the same blend whatever the copy rate, so checkpoints compare fairly
+        if identity and stage.copy_rate > 0 and random.Random(f"copy-{seed}").random() < stage.copy_rate:
+            face = identity[rng.randrange(len(identity))]  # over-trained: a training crop as it was
+            shown, degradation = "character", "copy"
+        elif identity:
             face = _blend_two(identity, rng)
+            if stage.learned < 1.0:
+                face = _dilute(face, self._someone_else(rng), stage.learned)
             shown, degradation = "character", "lora"
         elif reference is not None and rng.random() < SWAP_SUCCESS_RATE:
             face, shown, degradation = reference, "reference", "swap"
@@ -132,6 +142,23 @@ class Studio:
         info["face"] = shown
         png = synthesize(seed=seed, width=width, height=height, face=face, degradation=degradation, info=info)
         return png, shown
+
+    def _someone_else(self, rng: random.Random) -> np.ndarray | None:
+        """A face that is not the character: from {home}/crowd/ (None without a crowd)."""
+        crowd = self.crowd(known_character=None)
+        return crowd[rng.randrange(len(crowd))] if crowd else None
+
+
+def _dilute(face: np.ndarray, other: np.ndarray | None, learned: float) -> np.ndarray:
+    """An under-trained LoRA's face: `learned` of the character, the rest someone else (with no crowd, the same face
+    without its features: its colours and layout at 6 x 6 pixels)."""
+    if other is None:
+        small = Image.fromarray(face).resize((6, 6), Image.BILINEAR)
+        other = np.asarray(small.resize((face.shape[1], face.shape[0]), Image.BICUBIC))
+    elif other.shape != face.shape:
+        other = np.asarray(Image.fromarray(other).resize((face.shape[1], face.shape[0])))
+    mixed = learned * face.astype(np.float32) + (1.0 - learned) * other.astype(np.float32)
+    return np.clip(mixed, 0, 255).astype(np.uint8)
 
 
 def _blend_two(faces: Sequence[np.ndarray], rng: random.Random) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Training calls of the simulated GPU service, shaped like Modal FunctionCalls.
 
 A call runs in a background thread: fetch the dataset zip, verify its sha256, crop the faces, "train" for a
-configurable time with progress, write a valid LoRA file carrying the crops. Finished calls are kept on disk
+configurable time with progress, write a valid LoRA file carrying the crops, and one per checkpoint the spec asks for
+(each saying how far it learned the face: sim_gpu/learning.py). Finished calls are kept on disk
 under {home}/calls so a restarted service still answers for them; calls running at a restart are lost.
 """
 
@@ -20,9 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.domain.checkpoints import checkpoint_steps
+from lora_pipelines.gpu.schemas import CheckpointFile, TrainingPoll, TrainingResult, TrainingSpec
 from sim_gpu.faces import face_crop, square_resize
 from sim_gpu.files import FetchRefused, fetch_url, lora_file_bytes, sha256_hex
+from sim_gpu.learning import stage
 
 MAX_TRAINING_IMAGES = 24
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -82,14 +85,18 @@ class TrainingCalls:
             call.cancelled.set()
         return call
 
-    def file_path(self, call_id: str) -> Path:
-        return self.files_dir / f"{call_id}.safetensors"
+    def file_path(self, call_id: str, step: int | None = None) -> Path:
+        """The final file, or the checkpoint saved at `step`."""
+        suffix = "" if step is None else f".step{step:06d}"
+        return self.files_dir / f"{call_id}{suffix}.safetensors"
 
-    def remove_files(self, call_id: str) -> list[str]:
-        """Delete the call's trained files (final and checkpoints); returns their names."""
+    def remove_files(self, call_id: str, only: list[str] | None = None) -> list[str]:
+        """Delete the call's trained files (every one, or `only` those named "final" / "step000250"); returns the
+        names of the files removed."""
         removed = []
         for path in sorted(self.files_dir.glob(f"{call_id}.*safetensors")):
-            if path.name == f"{call_id}.safetensors" or path.name.startswith(f"{call_id}."):
+            part = path.name.removeprefix(f"{call_id}.").removesuffix("safetensors").rstrip(".") or "final"
+            if only is None or part in only:
                 path.unlink(missing_ok=True)
                 removed.append(path.name)
         return removed
@@ -134,19 +141,29 @@ class TrainingCalls:
             call.progress = 10.0 + 85.0 * (i + 1) / ticks
             if fail_reason and i == ticks // 2:
                 raise _Failed(fail_reason)
+        saved = [self._save_checkpoint(call, faces, step, base_url)
+                 for step in checkpoint_steps(spec.steps, spec.checkpoints)]
+        final = saved[-1]
+        self._remember_character(spec.character_id, faces)
+        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word,
+                                     sha256=final.sha256, size_bytes=final.size_bytes,
+                                     download_url=final.download_url, volume_path=final.volume_path,
+                                     backend="simulated", checkpoints=saved if len(saved) > 1 else [])
+        call.state, call.progress = "succeeded", 100.0
+
+    def _save_checkpoint(self, call: TrainingCall, faces: list[np.ndarray], step: int, base_url: str) -> CheckpointFile:
+        """The LoRA as it is at `step` (the final file at the last step), kept where the Modal volume would."""
+        spec = call.spec
         payload = lora_file_bytes(base_model=spec.base_model, trigger_word=spec.trigger_word, rank=spec.rank,
-                                  steps=spec.steps, faces=faces, character_id=spec.character_id,
-                                  seed=int(spec.dataset_sha256[:8], 16))
-        path = self.file_path(call.call_id)
+                                  steps=step, faces=faces, character_id=spec.character_id,
+                                  seed=int(spec.dataset_sha256[:8], 16),
+                                  extra_metadata=stage(step, len(faces)).metadata())
+        path = self.file_path(call.call_id, None if step == spec.steps else step)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(payload)
         tmp.replace(path)
-        self._remember_character(spec.character_id, faces)
-        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word,
-                                     sha256=sha256_hex(payload), size_bytes=len(payload),
-                                     download_url=f"{base_url.rstrip('/')}/files/{path.name}",
-                                     volume_path=str(path), backend="simulated")
-        call.state, call.progress = "succeeded", 100.0
+        return CheckpointFile(step=step, sha256=sha256_hex(payload), size_bytes=len(payload),
+                              download_url=f"{base_url.rstrip('/')}/files/{path.name}", volume_path=str(path))
 
     def _remember_character(self, character_id: str, faces: list[np.ndarray]) -> None:
         """Keep the crops: to everyone else this character is now a face in the crowd."""

@@ -20,7 +20,7 @@ import click
 @click.option("--strength", type=float, default=None,
               help="LoRA strength from 0 to 2 (default: the model's, see docs). The CLIP strength is scaled alike.")
 @click.option("--lora", "lora_id", type=int, default=None,
-              help="Use this LoRA (a ready one of the character, for the model's base model) instead of the active one.")
+              help="Use this LoRA (a ready one of the character, for the model's base model), not the active one.")
 def generate(character_id: int, model: str, prompt: str, count: int, wait: bool, timeout: float,
              strength: float | None, lora_id: int | None) -> None:
     """Enqueue generation jobs for a character."""

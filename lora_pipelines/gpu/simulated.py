@@ -38,11 +38,16 @@ class SimulatedTrainingBackend:
                           ok_statuses=(404,))
 
     def remove_trained_files(self, call_id: str | None, keys: list[str]) -> list[str]:
-        """Delete the service's own copies of a call's trained files (its stand-in for the Modal volume)."""
-        if not call_id:
+        """Delete the service's own copies (its stand-in for the Modal volume) of the files at `keys` that call
+        `call_id` trained: a checkpoint key names its step's file, the LoRA's own key the final file."""
+        from lora_pipelines.domain.checkpoints import step_of_key
+
+        if not call_id or not keys:
             return []
+        steps = [step_of_key(k) for k in keys]
+        only = ",".join(sorted({"final" if s is None else f"step{s:06d}" for s in steps}))
         body = self.http.json("DELETE", f"/function-calls/{call_id}/files", endpoint="files", call_id=call_id,
-                              ok_statuses=(404,))
+                              params={"only": only}, ok_statuses=(404,))
         return list(body.get("removed", [])) if isinstance(body, dict) else []
 
     def fetch_artifact(self, result: TrainingResult, dest_path: Path) -> Path:

@@ -51,7 +51,8 @@ def _rated_lora_jobs(since: datetime | None) -> list:
 def satisfaction(db: Database, *, since: datetime | None = None, days: float | None = None) -> Rate:
     """Ratings of LoRA jobs saying "better" / all ratings of LoRA jobs; offenders: jobs rated otherwise."""
     where = _rated_lora_jobs(_since(since, days))
-    joined = sa.select(GenerationFeedbackRow).join(GenerationJobRow, GenerationJobRow.id == GenerationFeedbackRow.job_id)
+    joined = sa.select(GenerationFeedbackRow).join(GenerationJobRow,
+                                                   GenerationJobRow.id == GenerationFeedbackRow.job_id)
     better = GenerationFeedbackRow.verdict == "better"
     with db.session(readonly=True) as session:
         total = session.scalar(sa.select(sa.func.count()).select_from(joined.where(*where).subquery())) or 0

@@ -1,9 +1,9 @@
 """The `lora_models` repository: one trained (or training) LoRA of a character for a base model.
 
 Status moves only forward: pending → training → ready | failed, and pending → failed; ready → archived when
-retention removed its files; `failed` and `archived` are final (rules in `status.py`). Writing the same status again to update other fields is allowed; any other
-move raises `IllegalStatusTransition` and changes nothing. Every method runs in its own transaction and returns
-detached, frozen records.
+retention removed its files; `failed` and `archived` are final (rules in `status.py`). Writing the same status
+again to update other fields is allowed; any other move raises `IllegalStatusTransition` and changes nothing.
+Every method runs in its own transaction and returns detached, frozen records.
 """
 
 from __future__ import annotations
