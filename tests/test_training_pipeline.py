@@ -37,7 +37,7 @@ def test_six_photos_of_one_person_give_a_ready_lora_that_inspect_lora_identifies
     checks = check_results(result)
     assert {name: c.passed for name, c in checks.items()} == {
         "enough_photos": True, "single_identity": True, "no_duplicates": True,
-        "header_valid": True, "base_model_matches": True, "checksum_matches": True,
+        "header_valid": True, "base_model_matches": True, "checksum_matches": True, "not_worse_than_active": True,
     }
     [row] = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "flux")
     assert row.status == "ready" and row.error is None

@@ -6,6 +6,7 @@ from lora_pipelines.assets.metadata import image_md, string_table
 from lora_pipelines.partitions import character_model_partitions, split_partition_key
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services import training as svc
+from lora_pipelines.services.checkpoints import choose_checkpoint, discard_checkpoints
 from lora_pipelines.services.previews import dataset_preview
 
 GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -97,11 +98,36 @@ def trained_lora(
         # the row is final: retrying would only re-read the same failure
         raise dg.Failure(description=f"lora_models {row.id} failed: {failed.error}",
                          metadata={"lora_model_id": row.id, "error": failed.error or ""}, allow_retries=False)
+    choice = choose_checkpoint(ctx, row.id, result)
+    context.log.info(f"lora_models {row.id}: publishing the checkpoint of step {choice.chosen_step} "
+                     f"({choice.reason})")
     return dg.Output(
-        {"lora_model_id": row.id, "result": result.model_dump(), "already_ready": False},
-        metadata={"lora_model_id": row.id, "gpu_call_id": row.gpu_call_id or "", "sha256": result.sha256,
-                  "size_bytes": result.size_bytes, "backend": result.backend},
+        {"lora_model_id": row.id, "result": choice.result.model_dump(), "already_ready": False},
+        metadata={"lora_model_id": row.id, "gpu_call_id": row.gpu_call_id or "", "sha256": choice.result.sha256,
+                  "size_bytes": choice.result.size_bytes, "backend": result.backend,
+                  **checkpoint_metadata(choice)},
     )
+
+
+def checkpoint_metadata(choice) -> dict:
+    """Every checkpoint's likeness as a table and a small plot; the chosen step and its score."""
+    from lora_pipelines.reporting.checkpoint_plot import plot_checkpoint_likeness
+    from lora_pipelines.reporting.plots import png_data_uri
+
+    rows = [{"step": c.step, "likeness": None if c.likeness is None else f"{c.likeness:.3f}",
+             "faces": c.scores.faces if c.scores else None, "near_copies": c.scores.near_copies if c.scores else None,
+             "published": "yes" if c.step == choice.chosen_step else "", "error": c.error} for c in choice.checkpoints]
+    plot = plot_checkpoint_likeness([(c.step, c.likeness, c.scores.near_copies if c.scores else 0)
+                                     for c in choice.checkpoints], choice.chosen_step, choice.reference)
+    score = choice.validation_score
+    return {
+        "chosen_step": choice.chosen_step,
+        "validation_score": dg.MetadataValue.null() if score is None else dg.MetadataValue.float(score),
+        "checkpoint_choice": choice.reason,
+        "likeness_reference": choice.reference or "",
+        "checkpoint_scores": string_table(rows, ["step", "likeness", "faces", "near_copies", "published", "error"]),
+        "checkpoint_plot": dg.MetadataValue.md(f"![checkpoint likeness]({png_data_uri(plot)})"),
+    }
 
 
 @dg.asset(
@@ -133,6 +159,8 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
     else:
         checks = svc.publish_artifact(ctx, row_id, TrainingResult.model_validate(trained_lora["result"]))
     row = LoraModelsRepository(ctx.db).get(row_id)
+    if row.status == "ready":
+        discard_checkpoints(ctx, row_id)  # the published one is at the LoRA's key now
     yield dg.Output(
         {"lora_model_id": row.id, "model_path": row.model_path, "status": row.status},
         metadata={"lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",

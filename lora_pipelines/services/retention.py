@@ -150,8 +150,10 @@ def _remove_files(ctx: PipelineContext, lora: LoraModel, item: RetentionItem) ->
     errors = []
     training = ctx.gpu.training
     if isinstance(training, RemovesTrainedFiles):
+        # the checkpoints scored at training time too: their store copies went at publishing, not the GPU side's
+        checkpoints = {c["key"] for c in (lora.validation or {}).get("checkpoints", []) if c.get("key")}
         try:
-            item.volume_removed = training.remove_trained_files(lora.gpu_call_id, item.files)
+            item.volume_removed = training.remove_trained_files(lora.gpu_call_id, sorted({*item.files, *checkpoints}))
         except Exception as exc:  # noqa: BLE001 - the row is archived; the leftover copy is reported
             errors.append(f"volume copy: {type(exc).__name__}: {str(exc)[:200]}")
     for key in item.files:
