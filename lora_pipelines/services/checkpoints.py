@@ -71,7 +71,9 @@ class CheckpointChoice:
 
     @property
     def validation_score(self) -> float | None:
-        return next((c.likeness for c in self.checkpoints if c.step == self.chosen_step), None)
+        """The chosen checkpoint's likeness, as recorded (4 decimals)."""
+        score = next((c.likeness for c in self.checkpoints if c.step == self.chosen_step), None)
+        return None if score is None else round(score, 4)
 
 
 def sampling_model(base_model: str) -> ModelEntry | None:
