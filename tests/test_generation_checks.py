@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from lora_pipelines.assets.report import latest_check_results
+from lora_pipelines.checks.feedback import FEEDBACK_CHECKS
 from lora_pipelines.checks.generation import GENERATION_CHECKS
 from lora_pipelines.reporting.report import build_report
 from lora_pipelines.resources import PipelineResource
@@ -117,16 +118,17 @@ SCENARIOS = {
 }
 
 
-def run_checks(url: str, instance: dg.DagsterInstance | None = None) -> dict[str, dg.AssetCheckEvaluation]:
+def run_checks(url: str, instance: dg.DagsterInstance | None = None,
+               checks=tuple(GENERATION_CHECKS)) -> dict[str, dg.AssetCheckEvaluation]:
     """Execute the real check definitions in a Dagster run, the asset itself standing in as an AssetSpec."""
     defs = dg.Definitions(
         assets=[dg.AssetSpec("generation_outputs")],
-        asset_checks=GENERATION_CHECKS,
+        asset_checks=list(checks),
         resources={"pipeline": PipelineResource(database_url=url)},
     )
     if instance is None:
         with dg.DagsterInstance.ephemeral() as temporary:
-            return run_checks(url, temporary)
+            return run_checks(url, temporary, checks)
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
     assert result.success
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -205,7 +207,7 @@ def new_instance():
 def test_report_shows_the_checks_dagster_ran(db, tmp_path, new_instance) -> None:
     break_success(baseline(db))
     instance = new_instance()
-    results = run_checks(db.url, instance)
+    results = run_checks(db.url, instance, [*GENERATION_CHECKS, *FEEDBACK_CHECKS])
     ctx = PipelineContext(settings=Settings(home=tmp_path), db=db, store=open_store(str(tmp_path / "objects")))
 
     report = build_report(ctx, day=date.today(), recorded_checks=latest_check_results(instance))

@@ -123,7 +123,7 @@ def training_spec(zip_path: Path, sha256: str, *, base_model: str, key: str, tri
     return TrainingSpec(character_id=character_id, lora_model_id=lora_model_id, base_model=base_model,
                         dataset_url=zip_path.as_uri(), dataset_sha256=sha256, trigger_word=trigger,
                         output_key=f"loras/{base_model}-character-{character_id}/{lora_model_id}.safetensors",
-                        steps=10, rank=4, idempotency_key=key)
+                        steps=100, rank=4, idempotency_key=key)  # fully learned (sim_gpu/learning.py)
 
 
 def wait_done(backend, call_id: str, timeout_s: float = 30.0):

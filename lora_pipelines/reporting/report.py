@@ -85,9 +85,11 @@ def build_report(
     }
     totals = {c: int(data.by_slice[c].sum()) for c in COUNT_COLUMNS}
     headline = {name: ratio(totals[num], totals[den]) for name, (num, den) in RATES.items()}
-    checks, source = checks_table(tables["by_character"], headline, totals, recorded_checks or {})
+    recorded = dict(recorded_checks or {})
+    recorded_satisfaction = {k: recorded.pop(k) for k in [feedback.SATISFACTION.check] if k in recorded}
+    checks, source = checks_table(tables["by_character"], headline, totals, recorded)
     satisfaction = feedback.satisfaction(ctx.db, since=since_at)
-    checks, source = _with_satisfaction(satisfaction, checks, source, recorded_checks or {})
+    checks, source = _with_satisfaction(satisfaction, checks, source, recorded_satisfaction)
     tables["checks"] = checks
     tables = {"summary": summary_table(headline, totals, checks), **tables}
     tables["satisfaction_by_character"], tables["satisfaction_by_base_model"] = satisfaction_tables(ctx.db, since_at)
