@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lora_pipelines.domain.lora_versions import GATE_TOLERANCE
+
 GpuBackendName = Literal["simulated", "modal", "comfyui"]
 
 
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
         description="Checkpoints a training keeps (evenly spaced); the one with the best likeness is published.")
     checkpoint_samples: int = Field(default=4, ge=1, le=16, description="Sample images scored per checkpoint.")
     lora_gate_tolerance: float = Field(
-        default=0.03, ge=0, le=1,
+        default=GATE_TOLERANCE, ge=0, le=1,
         description="A new LoRA replaces the active one only if its likeness is at least the active one's minus this.")
     lora_retention_days: float = Field(
         default=30.0, gt=0, description="Retention archives LoRAs not in use for longer than this many days.")

@@ -15,6 +15,7 @@ crop reproduced as the whole image scores 0.889-0.974 against its photo, a gener
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -60,6 +61,7 @@ class FaceSimScorer:
         self.recogniser = recogniser or SFaceRecogniser()
         self.references, self.training = list(references), list(training)
         self.reference, self.near_copy = reference, near_copy
+        self._seen: dict[str, tuple[float, bool, bool]] = {}
 
     @classmethod
     def from_photos(cls, references: Sequence[tuple[str, bytes]], training: Sequence[tuple[str, bytes]], *,
@@ -69,11 +71,18 @@ class FaceSimScorer:
 
         recogniser = recogniser or SFaceRecogniser()
         refs, _ = reference_embeddings(recogniser, list(references))
-        train, _ = reference_embeddings(recogniser, list(training))
+        same = [name for name, _ in references] == [name for name, _ in training]
+        train = refs if same else reference_embeddings(recogniser, list(training))[0]
         return cls(refs, train, reference=reference, recogniser=recogniser)
 
     def _one(self, image: bytes) -> tuple[float, bool, bool]:
-        """(score, has a face, near copy)."""
+        """(score, has a face, near copy); an image seen before (checkpoints that render alike) is not re-embedded."""
+        digest = hashlib.sha256(image).hexdigest()
+        if digest not in self._seen:
+            self._seen[digest] = self._embed_and_score(image)
+        return self._seen[digest]
+
+    def _embed_and_score(self, image: bytes) -> tuple[float, bool, bool]:
         from lora_pipelines.faces.images import ImageDecodeError
         from lora_pipelines.faces.recognisers import nearest_score
 

@@ -38,6 +38,7 @@ SAMPLE_PROMPTS = (
     "headshot, studio lighting, neutral background",
 )
 SAMPLE_SEED = 7_000  # sample i uses seed SAMPLE_SEED + i, for every checkpoint of every training
+SAMPLE_WORKERS = 4
 ScorerFactory = Callable[[PipelineContext, object], LikenessScorer | None]
 
 
@@ -132,19 +133,26 @@ def _store_checkpoint(ctx: PipelineContext, row: LoraModel, result: TrainingResu
     return key
 
 
-def sample_images(ctx: PipelineContext, model: ModelEntry, lora: LoraCandidate, count: int) -> list[bytes | None]:
-    """`count` images generated with this LoRA file on the model's LoRA route (None for a sample that failed)."""
+def sample_image(ctx: PipelineContext, model: ModelEntry, lora: LoraCandidate, index: int) -> bytes | None:
+    """Sample `index` generated with this LoRA file on the model's LoRA route (None when it failed)."""
     from lora_pipelines.services.generation import _render
 
     selection = LoraSelection(lora=lora, reason=None, detail="checkpoint sample", trigger_word=lora.trigger_word)
-    images: list[bytes | None] = []
-    for i in range(count):
-        prompt = apply_trigger_word(SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)], lora.trigger_word)
-        try:
-            images.append(_render(ctx, model.lora_route, "lora", model, prompt, SAMPLE_SEED + i, selection, None).image)
-        except Exception:  # noqa: BLE001 - a sample that fails counts as missing, not as a bad likeness
-            images.append(None)
-    return images
+    prompt = apply_trigger_word(SAMPLE_PROMPTS[index % len(SAMPLE_PROMPTS)], lora.trigger_word)
+    try:
+        return _render(ctx, model.lora_route, "lora", model, prompt, SAMPLE_SEED + index, selection, None).image
+    except Exception:  # noqa: BLE001 - a sample that fails counts as missing, not as a bad likeness
+        return None
+
+
+def sample_images(ctx: PipelineContext, model: ModelEntry, loras: list[LoraCandidate],
+                  count: int) -> list[list[bytes | None]]:
+    """`count` sample images of each LoRA file, generated a few at a time (the GPU side runs them in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=SAMPLE_WORKERS, thread_name_prefix="checkpoint-sample") as pool:
+        futures = [[pool.submit(sample_image, ctx, model, lora, i) for i in range(count)] for lora in loras]
+        return [[f.result() for f in row] for row in futures]
 
 
 def sample_lora_id(row_id: int, step: int) -> str:
@@ -173,11 +181,10 @@ def choose_checkpoint(ctx: PipelineContext, row_id: int, result: TrainingResult,
     elif scorer is None:
         reason = "no reference face to score against: the final checkpoint, unscored"
     else:
-        for checkpoint in scored:
-            candidate = LoraCandidate(id=sample_lora_id(row.id, checkpoint.step), base_model=row.base_model,
-                                      trigger_word=row.trigger_word, sha256=checkpoint.sha256,
-                                      model_path=checkpoint.key)
-            images = sample_images(ctx, model, candidate, ctx.settings.checkpoint_samples)
+        candidates = [LoraCandidate(id=sample_lora_id(row.id, c.step), base_model=row.base_model,
+                                    trigger_word=row.trigger_word, sha256=c.sha256, model_path=c.key) for c in scored]
+        samples = sample_images(ctx, model, candidates, ctx.settings.checkpoint_samples)
+        for checkpoint, images in zip(scored, samples, strict=True):
             checkpoint.scores = scorer.score(images)
             if checkpoint.likeness is None:
                 checkpoint.error = "no sample rendered"
