@@ -197,8 +197,8 @@ def choose_checkpoint(ctx: PipelineContext, row_id: int, result: TrainingResult,
         checkpoints=scored, chosen_step=chosen_step, scorer=scorer.name if scorer else None,
         reference=scorer.reference if scorer else None, reason=reason)
     choice.validation = {"scorer": choice.scorer, "reference": choice.reference, "reason": reason,
-                         "chosen_step": chosen_step, "final_step": final_step, "samples": ctx.settings.checkpoint_samples,
-                         "checkpoints": [c.as_dict() for c in scored]}
+                         "chosen_step": chosen_step, "final_step": final_step,
+                         "samples": ctx.settings.checkpoint_samples, "checkpoints": [c.as_dict() for c in scored]}
     repo.update_fields(row.id, validation_score=choice.validation_score, validation=choice.validation)
     return choice
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from pipeline_helpers import check_results, open_world, person_photos
 
 from lora_pipelines.domain.checkpoints import best_step
 from lora_pipelines.services.enqueue import enqueue_generations
@@ -15,6 +14,7 @@ from lora_pipelines.services.lora_versions import activate, active_lora_id
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
+from pipeline_helpers import check_results, open_world, person_photos
 
 
 @pytest.fixture(scope="module")
