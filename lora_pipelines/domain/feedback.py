@@ -127,8 +127,8 @@ def parse_feedback_csv(data: bytes) -> list[FeedbackLine]:
                 note=parse_note(row.get("note")), rated_by=(row.get("rated_by") or "").strip() or None,
                 rated_at=parse_rated_at(row["rated_at"]) if (row.get("rated_at") or "").strip() else None,
             )
-            if item.rated_by is not None and len(item.rated_by) > 200:
-                raise ValueError("rated_by is longer than 200 characters")
+            if item.rated_by is not None and (len(item.rated_by) > 200 or "\x00" in item.rated_by):
+                raise ValueError("rated_by must be at most 200 characters of text")
         except ValueError as exc:
             raise FeedbackCsvError(f"line {number}: {exc}") from None
         key = (item.job_id, item.rated_by)

@@ -32,6 +32,13 @@ class ImportResult:
     source: str
 
 
+def _rater(by: str | None) -> str:
+    rater = default_rater() if by is None else by.strip()
+    if not rater or len(rater) > 200 or "\x00" in rater:
+        raise FeedbackRefused("who rates (--by) must be 1 to 200 characters of text")
+    return rater
+
+
 def default_rater() -> str:
     try:
         return getpass.getuser() or "unknown"
@@ -68,7 +75,7 @@ def record_feedback(ctx: PipelineContext, job_id: int, rating: str, *, note: str
     problem = _problem(job_id, _jobs(ctx, [job_id]).get(job_id))
     if problem:
         raise FeedbackRefused(problem)
-    item = NewFeedback(job_id=job_id, rating=parsed.rating, verdict=parsed.verdict, rated_by=by or default_rater(),
+    item = NewFeedback(job_id=job_id, rating=parsed.rating, verdict=parsed.verdict, rated_by=_rater(by),
                        rated_at=at or utcnow(), source=source, note=note)
     return GenerationFeedbackRepository(ctx.db).record([item])[0]
 
@@ -92,7 +99,7 @@ def import_feedback(ctx: PipelineContext, path: Path, *, by: str | None = None) 
         problem = _problem(line.job_id, jobs.get(line.job_id))
         if problem:
             raise FeedbackRefused(f"{path.name}: line {line.line}: {problem}")
-    now, rater, source = utcnow(), by or default_rater(), f"import:{path.name}"[:200]
+    now, rater, source = utcnow(), _rater(by), f"import:{path.name}"[:200]
     first: dict[tuple[int, str], int] = {}
     for line in lines:  # a row without rated_by is the importer's: it may repeat a named row of the same person
         key = (line.job_id, line.rated_by or rater)

@@ -132,6 +132,7 @@ def test_feedback_one_job_and_a_csv_all_or_nothing_feed_status(seeded, tmp_path)
         ("--job", str(lora_jobs[1]), "--rating", "7"): "rating '7' is not one of better, same, worse or a score",
         ("--job", str(failed_job), "--rating", "worse"): f"generation job {failed_job} is failed",
         ("--job", str(lora_jobs[1]),): "give --job ID and --rating R",
+        ("--job", str(lora_jobs[1]), "--rating", "5", "--by", "x" * 201): "who rates (--by) must be 1 to 200",
     }.items():
         assert message in run("feedback", *args, ok=False).output
 

@@ -152,3 +152,10 @@ def test_a_bad_csv_names_its_line(data, message):
     with pytest.raises(FeedbackCsvError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         parse_feedback_csv(data)
     assert "\n" not in str(info.value)
+
+
+def test_a_rater_name_must_be_text_of_at_most_200_characters():
+    with pytest.raises(FeedbackCsvError, match="line 2: rated_by must be at most 200 characters"):
+        parse_feedback_csv(b"job_id,rating,rated_by\n1,better," + b"x" * 201 + b"\n")
+    with pytest.raises(FeedbackCsvError, match="line 2: note contains a NUL byte"):
+        parse_feedback_csv(b"job_id,rating,note\n1,better,a\x00b\n")
