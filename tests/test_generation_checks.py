@@ -14,7 +14,6 @@ import dagster as dg
 import pytest
 
 from lora_pipelines.assets.report import latest_check_results
-from lora_pipelines.checks.feedback import FEEDBACK_CHECKS
 from lora_pipelines.checks.generation import GENERATION_CHECKS
 from lora_pipelines.reporting.report import build_report
 from lora_pipelines.resources import PipelineResource
@@ -118,17 +117,16 @@ SCENARIOS = {
 }
 
 
-def run_checks(url: str, instance: dg.DagsterInstance | None = None,
-               checks=tuple(GENERATION_CHECKS)) -> dict[str, dg.AssetCheckEvaluation]:
+def run_checks(url: str, instance: dg.DagsterInstance | None = None) -> dict[str, dg.AssetCheckEvaluation]:
     """Execute the real check definitions in a Dagster run, the asset itself standing in as an AssetSpec."""
     defs = dg.Definitions(
         assets=[dg.AssetSpec("generation_outputs")],
-        asset_checks=list(checks),
+        asset_checks=GENERATION_CHECKS,
         resources={"pipeline": PipelineResource(database_url=url)},
     )
     if instance is None:
         with dg.DagsterInstance.ephemeral() as temporary:
-            return run_checks(url, temporary, checks)
+            return run_checks(url, temporary)
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
     assert result.success
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -207,7 +205,7 @@ def new_instance():
 def test_report_shows_the_checks_dagster_ran(db, tmp_path, new_instance) -> None:
     break_success(baseline(db))
     instance = new_instance()
-    results = run_checks(db.url, instance, [*GENERATION_CHECKS, *FEEDBACK_CHECKS])
+    results = run_checks(db.url, instance)
     ctx = PipelineContext(settings=Settings(home=tmp_path), db=db, store=open_store(str(tmp_path / "objects")))
 
     report = build_report(ctx, day=date.today(), recorded_checks=latest_check_results(instance))

@@ -31,11 +31,10 @@ def lora_quality_report(context: dg.AssetExecutionContext, pipeline: PipelineRes
 
 def latest_check_results(instance: dg.DagsterInstance) -> dict[str, "CheckOutcome"]:
     """The latest evaluation of each generation_outputs check recorded in `instance`, by check name."""
-    from lora_pipelines.reporting.feedback import SATISFACTION
     from lora_pipelines.reporting.tables import CheckOutcome
 
     results = {}
-    for target in (*CHECK_TARGETS, SATISFACTION):
+    for target in CHECK_TARGETS:
         # DagsterInstance has no @public reader of check results in 1.13; this instance method (not the
         # event log storage's) is the one the UI's own loaders sit on
         record = instance.get_latest_asset_check_evaluation_record(

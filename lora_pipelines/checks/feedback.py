@@ -1,4 +1,8 @@
-"""The users' verdict on generation_outputs: share of ratings of LoRA generations saying "better" (WARN under 80%)."""
+"""The users' verdict, checked with the daily report: ratings of LoRA generations saying "better" (WARN under 80%).
+
+On lora_quality_report rather than generation_outputs: ratings arrive after the images, from users, so a
+generation batch has nothing new to say about them; the report runs daily and after a demo's ratings.
+"""
 
 import dagster as dg
 
@@ -10,7 +14,7 @@ def _rows(rows: list[feedback.SatisfactionRow]) -> dict:
     return {str(r.key): {"ratings": r.ratings, "better": r.better, "rate": r.rate} for r in rows}
 
 
-@dg.asset_check(asset="generation_outputs",
+@dg.asset_check(asset="lora_quality_report",
                 description="Users reporting better consistency: ratings of LoRA generations saying 'better' than "
                             "without the LoRA, last 30 days; WARN under 80% or with no ratings.")
 def user_satisfaction(pipeline: PipelineResource) -> dg.AssetCheckResult:

@@ -2,7 +2,7 @@
 
 A training with `count` checkpoints saves every ceil(steps / count) steps and at the end (ai-toolkit's
 `save_every`: `{name}_{step:09d}.safetensors` at each multiple below `steps`, `{name}.safetensors` at the end).
-Each is scored on a few sample images; the best likeness is published (ties go to the later step).
+Each is scored on a few sample images; the best likeness is published (ties go to the earlier step).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def step_of_key(key: str) -> int | None:
 
 
 def best_step(scores: Sequence[tuple[int, float | None]]) -> int | None:
-    """The step with the highest score (the later one on a tie); None when nothing was scored."""
-    scored = [(score, step) for step, score in scores if score is not None]
-    return max(scored)[1] if scored else None
+    """The step with the highest score, the earlier one on a tie (the same likeness with less over-fitting);
+    None when nothing was scored."""
+    scored = [(score, -step) for step, score in scores if score is not None]
+    return -max(scored)[1] if scored else None

@@ -85,11 +85,9 @@ def build_report(
     }
     totals = {c: int(data.by_slice[c].sum()) for c in COUNT_COLUMNS}
     headline = {name: ratio(totals[num], totals[den]) for name, (num, den) in RATES.items()}
-    recorded = dict(recorded_checks or {})
-    recorded_satisfaction = {k: recorded.pop(k) for k in [feedback.SATISFACTION.check] if k in recorded}
-    checks, source = checks_table(tables["by_character"], headline, totals, recorded)
+    checks, source = checks_table(tables["by_character"], headline, totals, recorded_checks or {})
     satisfaction = feedback.satisfaction(ctx.db, since=since_at)
-    checks, source = _with_satisfaction(satisfaction, checks, source, recorded_satisfaction)
+    checks = _with_satisfaction(satisfaction, checks)
     tables["checks"] = checks
     tables = {"summary": summary_table(headline, totals, checks), **tables}
     tables["satisfaction_by_character"], tables["satisfaction_by_base_model"] = satisfaction_tables(ctx.db, since_at)
@@ -120,20 +118,14 @@ def build_report(
     )
 
 
-def _with_satisfaction(rate: Rate, checks: pd.DataFrame, source: str,
-                       recorded: Mapping[str, CheckOutcome]) -> tuple[pd.DataFrame, str]:
-    """The users' verdict over the report window as a row of the checks table."""
+def _with_satisfaction(rate: Rate, checks: pd.DataFrame) -> pd.DataFrame:
+    """The users' verdict over the report window as a row of the checks table. Computed here, always: its Dagster
+    check (checks/feedback.py) runs on this report asset, after it."""
     from dataclasses import asdict
 
-    outcome = recorded.get(feedback.SATISFACTION.check)
-    if outcome is None:
-        outcome = feedback.computed_check(rate)
-        source = "mixed" if source == "dagster" else source
-    elif source == "computed":
-        source = "mixed"
-    row = pd.DataFrame([{"check": feedback.SATISFACTION.check, **asdict(outcome)}], columns=checks.columns)
-    table = pd.concat([checks, row.astype({"rate": "float64", "target": "float64"})], ignore_index=True)
-    return table, source
+    row = pd.DataFrame([{"check": feedback.SATISFACTION.check, **asdict(feedback.computed_check(rate))}],
+                       columns=checks.columns)
+    return pd.concat([checks, row.astype({"rate": "float64", "target": "float64"})], ignore_index=True)
 
 
 def normalize_since(since: date | datetime | None) -> datetime | None:

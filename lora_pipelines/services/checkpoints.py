@@ -4,7 +4,7 @@ Every checkpoint the GPU side returned is put in the object store beside the LoR
 (`{jobId}.step{step:06d}.safetensors`), generated with on the model's LoRA route (the same code path generation
 uses: Modal endpoint or ComfyUI pod) on SAMPLE_PROMPTS with fixed seeds, so checkpoints and retrains of a character
 are compared on the same images, and scored by a `LikenessScorer` (faces/likeness_scoring.py). The best score
-(ties: the later step) is published; all scores go on the row (`validation`) and its score is the row's
+(ties: the earlier step) is published; all scores go on the row (`validation`) and its score is the row's
 `validation_score`, which the quality gate compares between versions.
 
 Nothing is scored when the base model has no LoRA generation surface (Wan) or the character has no usable
@@ -171,8 +171,17 @@ def choose_checkpoint(ctx: PipelineContext, row_id: int, result: TrainingResult,
         return reused
     files = _files(result, ctx.settings.training_steps)
     final_step = files[-1].step
-    keys = [_store_checkpoint(ctx, row, result, cp, cp is files[-1]) for cp in files]
-    scored = [CheckpointScore(cp.step, cp.sha256, key) for cp, key in zip(files, keys, strict=True)]
+    scored = []
+    for cp in files:
+        if cp is files[-1]:  # the final file must be there: it is what is published when nothing can be scored
+            scored.append(CheckpointScore(cp.step, cp.sha256, _store_checkpoint(ctx, row, result, cp, True)))
+            continue
+        try:
+            scored.append(CheckpointScore(cp.step, cp.sha256, _store_checkpoint(ctx, row, result, cp, False)))
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be fetched is left out, and says why
+            scored.append(CheckpointScore(cp.step, cp.sha256, "", error=f"not fetched: {type(exc).__name__}: "
+                                                                         f"{str(exc)[:200]}"))
+    fetched = [c for c in scored if c.key]
     model = sampling_model(row.base_model)
     character = CharactersRepository(ctx.db).get(row.character_id)
     scorer = scorer_factory(ctx, character) if model is not None and character is not None else None
@@ -182,9 +191,9 @@ def choose_checkpoint(ctx: PipelineContext, row_id: int, result: TrainingResult,
         reason = "no reference face to score against: the final checkpoint, unscored"
     else:
         candidates = [LoraCandidate(id=sample_lora_id(row.id, c.step), base_model=row.base_model,
-                                    trigger_word=row.trigger_word, sha256=c.sha256, model_path=c.key) for c in scored]
+                                    trigger_word=row.trigger_word, sha256=c.sha256, model_path=c.key) for c in fetched]
         samples = sample_images(ctx, model, candidates, ctx.settings.checkpoint_samples)
-        for checkpoint, images in zip(scored, samples, strict=True):
+        for checkpoint, images in zip(fetched, samples, strict=True):
             checkpoint.scores = scorer.score(images)
             if checkpoint.likeness is None:
                 checkpoint.error = "no sample rendered"
