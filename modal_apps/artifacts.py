@@ -22,6 +22,8 @@ AUTHORITATIVE_KEYS = (
     "modelspec.trigger_phrase",
     "lora_pipelines.base_model",
     "lora_pipelines.trigger_word",
+    "lora_pipelines.character_id",
+    "lora_pipelines.dataset_hash",
     "lora_pipelines.expert",
 )
 
@@ -45,10 +47,13 @@ def write_metadata(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
 
 
 def lora_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int, existing: Mapping[str, str],
-                  expert: str | None = None) -> dict[str, str]:
-    """What to write: our authoritative keys always; the rest of trainer_metadata only where the trainer left a gap.
-    One file of a two-expert LoRA also says which expert it is (`lora_pipelines.expert`)."""
-    ours = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer="ai-toolkit")
+                  expert: str | None = None, character_id: str | None = None,
+                  dataset_hash: str | None = None) -> dict[str, str]:
+    """What to write: our authoritative keys always (whose LoRA it is among them); the rest of trainer_metadata
+    only where the trainer left a gap. One file of a two-expert LoRA also says which expert it is
+    (`lora_pipelines.expert`)."""
+    ours = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer="ai-toolkit",
+                            character_id=character_id, dataset_hash=dataset_hash)
     if expert is not None:
         ours["lora_pipelines.expert"] = expert
     return {k: v for k, v in ours.items() if k in AUTHORITATIVE_KEYS or k not in existing}
@@ -63,12 +68,14 @@ class FinalizedLora:
 
 
 def finalize_lora(path: Path, *, base_model: str, trigger_word: str, rank: int, steps: int,
-                  expert: str | None = None) -> FinalizedLora:
+                  expert: str | None = None, character_id: str | None = None,
+                  dataset_hash: str | None = None) -> FinalizedLora:
     """Fix up the header, then checksum the final bytes."""
     header, _ = read_safetensors_header(path)
     existing = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
     metadata = write_metadata(path, lora_metadata(base_model, trigger_word, rank=rank, steps=steps, existing=existing,
-                                                  expert=expert))
+                                                  expert=expert, character_id=character_id,
+                                                  dataset_hash=dataset_hash))
     return FinalizedLora(path=path, sha256=sha256_file(path), size_bytes=path.stat().st_size, metadata=metadata)
 
 

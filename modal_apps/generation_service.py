@@ -54,11 +54,13 @@ class GenerationService:
             raise HTTPException(422, f"/{label} applies a LoRA and the request has none; use /standard")
         lora = body.lora
         if lora.base_model != family:
-            raise HTTPException(422, f"LoRA {lora.lora_model_id} is declared for {lora.base_model}; /{label} serves {family}")
+            raise HTTPException(422, f"LoRA {lora.lora_model_id} is declared for {lora.base_model}; "
+                                     f"/{label} serves {family}")
         experts = lora_experts(family)
         if bool(experts) != (lora.second_expert is not None):
-            raise HTTPException(422, f"a {family} LoRA is {' + '.join(experts) + ' files' if experts else 'one file'}; "
-                                     f"LoRA {lora.lora_model_id} {'has' if lora.second_expert else 'lacks'} a second_expert")
+            shape = " + ".join(experts) + " files" if experts else "one file"
+            has = "has" if lora.second_expert else "lacks"
+            raise HTTPException(422, f"a {family} LoRA is {shape}; LoRA {lora.lora_model_id} {has} a second_expert")
         cached = self._fetch(label, family, lora.lora_model_id, f".{experts[0]}" if experts else "", lora.url,
                              lora.sha256)
         if lora.second_expert is not None:

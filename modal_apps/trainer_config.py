@@ -63,7 +63,8 @@ MODEL_PROFILES: dict[str, dict[str, Any]] = {
             "name_or_path": pins.WAN22_TRAINING_REPO,
             "arch": "wan22_14b",
             "quantize": True,
-            "qtype": "qfloat8",  # ai-toolkit's default qtype; the 24 GB example uses uint4 + an accuracy-recovery adapter
+            # ai-toolkit's default qtype; the 24 GB example uses uint4 + an accuracy-recovery adapter
+            "qtype": "qfloat8",
             "quantize_te": True,
             "qtype_te": "qfloat8",
             "model_kwargs": {"train_high_noise": True, "train_low_noise": True},
@@ -180,7 +181,8 @@ def find_trained_expert(output_dir: Path, name: str, expert: str) -> Path:
     if final.is_file():
         return final
     pattern = re.compile(rf"^{re.escape(name)}_\d{{9}}_{re.escape(expert)}\.safetensors$")
-    steps = sorted(p for p in folder.glob(f"*_{expert}.safetensors") if pattern.match(p.name)) if folder.is_dir() else []
+    found = folder.glob(f"*_{expert}.safetensors") if folder.is_dir() else []
+    steps = sorted(p for p in found if pattern.match(p.name))
     if not steps:
         raise FileNotFoundError(f"the trainer wrote no {expert} expert ({name}_{expert}.safetensors) under {folder}; "
                                 "a two-expert LoRA needs both files")

@@ -117,7 +117,8 @@ def run_training(
     on_progress("running", _TRAINING_DONE)
 
     finals = [(expert, artifacts.finalize_lora(path, base_model=spec.base_model, trigger_word=spec.trigger_word,
-                                               rank=spec.rank, steps=spec.steps, expert=expert))
+                                               rank=spec.rank, steps=spec.steps, expert=expert,
+                                               character_id=spec.character_id, dataset_hash=spec.dataset_hash))
               for expert, path in trained]
     try:
         uploader: artifacts.Uploader | None = uploader_factory()

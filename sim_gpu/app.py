@@ -45,7 +45,8 @@ class _FaultMiddleware:
             if message["type"] == "http.response.body" and state.get("sim_truncate"):
                 body = message.get("body", b"")
                 try:  # the server notices the short body and drops the connection, as a broken proxy would
-                    await send({"type": "http.response.body", "body": body[: max(1, len(body) // 2)], "more_body": False})
+                    half = body[: max(1, len(body) // 2)]
+                    await send({"type": "http.response.body", "body": half, "more_body": False})
                 except Exception:  # noqa: BLE001
                     pass
                 raise ConnectionAbortedError("simulated truncated response")

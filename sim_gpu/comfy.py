@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_pipelines.workflows.model_files import UNET_BASE_MODEL
-from sim_gpu.learning import FULLY_LEARNED
+from sim_gpu.likeness import copy_rate, lora_weight
 from sim_gpu.studio import LoraRejected, Studio, is_triggered, read_lora, seed_for
 
 LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
@@ -79,7 +79,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
     chain = _model_path(prompt, samplers[0])
     source = next((nid for nid in chain if prompt[nid]["class_type"] in MODEL_SOURCES), None)
     source_inputs = prompt[source]["inputs"] if source else {}
-    unet_name = source_inputs.get("unet_name") or source_inputs.get("ckpt_name") if source else None
+    unet_name = source_inputs.get("unet_name") or source_inputs.get("ckpt_name")
     base_model = UNET_BASE_MODEL.get(str(unet_name))
 
     positive = " ".join(_texts_upstream(prompt, _link(sampler["inputs"].get("positive"))
@@ -89,7 +89,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
     latent = next((n["inputs"] for n in prompt.values() if n.get("class_type") in LATENTS), {})
     width, height = int(latent.get("width", 1024)), int(latent.get("height", 1024))
 
-    identity, known_character, lora_info, stage = [], None, [], FULLY_LEARNED
+    identity, weight, copies, lora_info = [], 0.0, 0.0, []
     for nid in chain:
         node = prompt[nid]
         if node["class_type"] not in LORA_LOADERS:
@@ -101,7 +101,6 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
             run.error = {"node_id": nid, "node_type": node["class_type"], "exception_type": type(exc).__name__,
                          "exception_message": str(exc)}
             return run
-        known_character = lora.character_id or known_character
         strength = float(node["inputs"].get("strength_model", 1.0))
         if base_model is None or lora.base_model != base_model:
             run.messages.append(["log", {"level": "warning", "node_id": nid,
@@ -115,8 +114,9 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
         triggered = is_triggered(positive, lora.trigger_word)
         lora_info.append(f"{name}:loaded" + ("" if triggered else ":untriggered"))
         if triggered:
-            identity.extend(lora.faces)
-            stage = lora.stage  # the last triggered LoRA's training stage
+            loaded = lora_weight(lora.traits, strength=strength, applied=True)
+            if loaded > weight:  # of several LoRAs, the strongest decides whose face it is
+                identity, weight, copies = list(lora.faces), loaded, copy_rate(lora.traits)
 
     reference = None
     pulid = next((nid for nid in chain if prompt[nid]["class_type"] == "ApplyPulidFlux"), None)
@@ -139,8 +139,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
             "pulid": "yes" if pulid else "no"}
     for index, output_id in enumerate(output_ids):
         png, shown = studio.render(seed=seed_for(seed, index, positive), width=width, height=height, identity=identity,
-                                   reference=reference, known_character=known_character, info=info,
-                                   stage=stage)
+                                   weight=weight, reference=reference, info=info, copy_rate=copies)
         run.images.append((output_id, png))
     run.messages.append(["sim_info", {"backend": "simulated", "base_model": base_model, "loras": lora_info,
                                       "face": shown if output_ids else None}])

@@ -55,7 +55,8 @@ class ComfyQueue:
         prompt_id = str(uuid.uuid4())
         outputs = list(validation.good_outputs)
         self.history[prompt_id] = {"prompt": [number, prompt_id, prompt, {"client_id": client_id}, outputs],
-                                   "outputs": {}, "status": {"status_str": "running", "completed": False, "messages": []},
+                                   "outputs": {},
+                                   "status": {"status_str": "running", "completed": False, "messages": []},
                                    "meta": {}}
         self._queue.put((number, prompt_id, prompt, outputs))
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": validation.node_errors}

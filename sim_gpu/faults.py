@@ -45,8 +45,8 @@ class FaultPlan:
         self.delay_s = (f.latency_ms + (f.cold_start_ms if first else 0)) / 1000
         active = budget_ok
         self.hang = active and f.hang
-        errs = active and f.error_rate and rng.random() < f.error_rate
-        self.error_status = rng.choice(f.error_statuses) if errs else None
+        erring = active and f.error_rate and rng.random() < f.error_rate
+        self.error_status = rng.choice(f.error_statuses) if erring else None
         self.truncate = active and f.truncated_response and self.error_status is None
         self.lost_call = active and f.lost_call
         self.fail_training = f.fail_training if active else None

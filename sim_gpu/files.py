@@ -48,8 +48,11 @@ def sha256_hex(data: bytes) -> str:
 
 
 def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int, faces: Sequence[np.ndarray],
-                    character_id: str, seed: int, extra_metadata: dict[str, str] | None = None) -> bytes:
-    """A valid .safetensors LoRA in the base model's layout, carrying the face crops as uint8 tensors."""
+                    character_id: str, seed: int, expert: str | None = None, dataset_hash: str | None = None,
+                    photos: int | None = None, diversity: float | None = None) -> bytes:
+    """A valid .safetensors LoRA in the base model's layout, carrying the face crops as uint8 tensors, whose owner
+    (character, trigger word, dataset) and training (photos, their diversity, steps, rank) its header records.
+    `expert`: one file of a two-expert pair, which says so in its header as the Modal trainer's header rewrite does."""
     from safetensors.numpy import save
 
     rng = np.random.default_rng(seed)
@@ -59,9 +62,14 @@ def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int
         tensors[name] = (rng.standard_normal(shape) * scale + (0.001 if scale == 0 else 0)).astype(np.float16)
     for i, face in enumerate(faces):
         tensors[f"{FACE_TENSOR_PREFIX}{i:03d}"] = np.ascontiguousarray(face, dtype=np.uint8)
-    metadata = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer=SIM_SOFTWARE)
-    metadata.update({"backend": "simulated", "lora_pipelines.character_id": character_id,
-                     "sim.faces": str(len(faces)), **(extra_metadata or {})})
+    metadata = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer=SIM_SOFTWARE,
+                                character_id=character_id, dataset_hash=dataset_hash)
+    metadata.update({"backend": "simulated", "sim.faces": str(len(faces)),
+                     "sim.photos": str(len(faces) if photos is None else photos)})
+    if diversity is not None:
+        metadata["sim.diversity"] = f"{diversity:.4f}"
+    if expert is not None:
+        metadata["lora_pipelines.expert"] = expert
     return save(tensors, metadata=metadata)
 
 

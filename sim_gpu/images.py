@@ -1,7 +1,8 @@
 """Image synthesis of the simulated GPU service: a seeded scene with (or without) a face pasted in.
 
 A face appears only when the caller hands one in; which face is the honesty decision, made by the caller.
-Each output varies pose, scale, position, lighting and background so it is never a copy of a training crop.
+Each output varies pose, scale, position, lighting and background so it is never a copy of a training crop, except
+an over-trained LoRA's "copy", which is one.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sim_gpu")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8189)
-    parser.add_argument("--home", type=Path, default=Path(os.environ.get("LORA_PIPELINES_HOME", ".lora_pipelines")) / "sim_gpu")
+    parser.add_argument("--home", type=Path,
+                        default=Path(os.environ.get("LORA_PIPELINES_HOME", ".lora_pipelines")) / "sim_gpu")
     parser.add_argument("--allow-root", action="append", default=[], type=Path, help="folder file:// URLs may read")
     parser.add_argument("--faults", default=os.environ.get(FAULTS_ENV), help="fault JSON, or a file holding it")
     parser.add_argument("--training-seconds", type=float, default=1.5)
@@ -66,7 +67,8 @@ class SimGpuServer:
                  modal_key: str | None = None, modal_secret: str | None = None, training_seconds: float = 1.0,
                  faults: FaultConfig | None = None) -> None:
         self.config = SimConfig(home=Path(home), allowed_roots=list(allowed_roots), modal_key=modal_key,
-                                modal_secret=modal_secret, training_seconds=training_seconds, faults=faults or FaultConfig())
+                                modal_secret=modal_secret, training_seconds=training_seconds,
+                                faults=faults or FaultConfig())
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = None

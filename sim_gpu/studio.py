@@ -1,8 +1,9 @@
 """Who appears in a simulated image, and the LoRA files the service fetches to decide it.
 
 The honesty rule lives here: the character's face appears only when its LoRA was delivered, loaded, made for
-the base model that runs, and triggered. Face swap shows the reference face, less reliably. Everything else
-shows someone from the crowd (other characters, photos in {home}/crowd/) or, with no crowd, a faceless scene.
+the base model that runs, and triggered, and then only as much of it as the LoRA learned (sim_gpu/likeness.py:
+photos, diversity, steps, rank, strength). Face swap carries the reference photo's face as well as that photo
+allows. Everything else shows a face from the nobody pool (sim_gpu/nobody.py), which holds no character.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sim_gpu.faces import face_crop, open_rgb
+from sim_gpu.faces import FoundFace, find_face, open_rgb
 from sim_gpu.files import faces_in_lora, fetch_url, sha256_hex
 from sim_gpu.images import synthesize
-from sim_gpu.learning import FULLY_LEARNED, Stage, stage_of
-
-SWAP_SUCCESS_RATE = 0.8
-_PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from sim_gpu.likeness import LoraTraits, mix, swap_weight, with_noise
+from sim_gpu.nobody import NobodyPool
 
 
 class LoraRejected(ValueError):
@@ -37,7 +36,25 @@ class LoraFile:
     trigger_word: str | None
     character_id: str | None
     faces: tuple[np.ndarray, ...]
-    stage: Stage = FULLY_LEARNED  # how far its training got (sim_gpu/learning.py)
+    traits: LoraTraits
+
+
+def _int(value: object, default: int) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return default
+
+
+def _traits(metadata: dict[str, str], faces: int, rank: int | None) -> LoraTraits:
+    """What the file says about its training (a file without the sim's keys: its faces, 0.5 diversity)."""
+    try:
+        diversity = float(metadata.get("sim.diversity", "0.5"))
+    except ValueError:
+        diversity = 0.5
+    return LoraTraits(photos=_int(metadata.get("sim.photos", faces), faces), diversity=diversity,
+                      steps=_int(metadata.get("ss_steps", 1000), 1000),
+                      rank=_int(metadata.get("ss_network_dim", rank or 16), rank or 16))
 
 
 def read_lora(data: bytes) -> LoraFile:
@@ -54,7 +71,7 @@ def read_lora(data: bytes) -> LoraFile:
     return LoraFile(data=data, base_model=base_model,
                     trigger_word=trigger or metadata.get("lora_pipelines.trigger_word"),
                     character_id=metadata.get("lora_pipelines.character_id"), faces=faces,
-                    stage=stage_of(metadata))
+                    traits=_traits(metadata, len(faces), inspection.rank))
 
 
 def is_triggered(prompt: str, trigger_word: str | None) -> bool:
@@ -74,7 +91,7 @@ class Studio:
         self.lora_cache.mkdir(parents=True, exist_ok=True)
         (home / "crowd").mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._crop_cache: dict[tuple[str, float], np.ndarray | None] = {}
+        self.nobody = NobodyPool(home / "crowd", home / "characters")
 
     # --- LoRA delivery (Modal apps keep a volume cache keyed by sha256) ---
     def fetch_lora(self, url: str, sha256: str) -> LoraFile:
@@ -95,70 +112,40 @@ class Studio:
         return read_lora(cached.read_bytes())
 
     # --- faces ---
-    def _crop_of(self, path: Path) -> np.ndarray | None:
-        key = (str(path), path.stat().st_mtime)
-        if key not in self._crop_cache:
-            image = Image.open(path).convert("RGB")
-            self._crop_cache[key] = np.asarray(image) if path.parent.parent.name == "characters" else face_crop(image)
-        return self._crop_cache[key]
-
-    def crowd(self, *, known_character: str | None) -> list[np.ndarray]:
-        """Faces that are NOT the character: crowd photos, plus other trained characters when the request says
-        whose it is (a plain standard request does not, so then only {home}/crowd/ is safe)."""
-        paths = sorted(p for p in (self.home / "crowd").iterdir() if p.suffix.lower() in _PHOTO_SUFFIXES)
-        if known_character is not None:
-            for folder in sorted((self.home / "characters").glob("*")):
-                if folder.name != known_character:
-                    paths.extend(sorted(folder.glob("*.png"))[:1])
-        faces = [self._crop_of(p) for p in paths]
-        return [f for f in faces if f is not None]
-
-    def reference_face(self, image_bytes: bytes) -> np.ndarray | None:
-        return face_crop(open_rgb(image_bytes))
+    def reference_face(self, image_bytes: bytes) -> FoundFace | None:
+        return find_face(open_rgb(image_bytes))
 
     # --- rendering ---
     def render(self, *, seed: int, width: int, height: int, identity: Sequence[np.ndarray] = (),
-               reference: np.ndarray | None = None, known_character: str | None = None,
-               info: dict[str, str] | None = None, stage: Stage = FULLY_LEARNED) -> tuple[bytes, str]:
-        """PNG + which face it shows: "character", "reference", "crowd" or "none". `stage`: how far the LoRA that
-        carries `identity` was trained (an under-trained one shows a weaker likeness, an over-trained one copies)."""
+               weight: float = 0.0, reference: FoundFace | None = None,
+               info: dict[str, str] | None = None, copy_rate: float = 0.0) -> tuple[bytes, str]:
+        """PNG + which face it shows: "character" (a LoRA's), "reference" (a swap's), "nobody" or "none".
+
+        `weight`: how much of the LoRA's face it carries (sim_gpu/likeness.py); a reference face carries as much
+        as the photo allows. `copy_rate`: the chance that an over-trained LoRA reproduces a training crop as it was."""
         rng = random.Random(seed)
         info = dict(info or {})
-        # its own draw: the same seed gives the same blend whatever the copy rate, so checkpoints compare fairly
-        if identity and stage.copy_rate > 0 and random.Random(f"copy-{seed}").random() < stage.copy_rate:
-            face = identity[rng.randrange(len(identity))]  # over-trained: a training crop as it was
-            shown, degradation = "character", "copy"
-        elif identity:
-            face = _blend_two(identity, rng)
-            if stage.learned < 1.0:
-                face = _dilute(face, self._someone_else(rng), stage.learned)
-            shown, degradation = "character", "lora"
-        elif reference is not None and rng.random() < SWAP_SUCCESS_RATE:
-            face, shown, degradation = reference, "reference", "swap"
+        nobody = self.nobody.pick(rng)
+        degradation = "lora"
+        # its own draws: the same seed gives the same image whatever the copy rate, so checkpoints compare fairly
+        copying = random.Random(f"copy-{seed}")
+        if identity and weight > 0 and copy_rate > 0 and copying.random() < copy_rate:
+            face, shown, degradation = identity[copying.randrange(len(identity))], "character", "copy"
+            info["likeness_weight"] = "copy"
+        elif identity and weight > 0:
+            w = with_noise(weight, rng)
+            face, shown = mix(_blend_two(identity, rng), nobody, w), "character"
+            info["likeness_weight"] = f"{w:.3f}"
+        elif reference is not None:
+            w = with_noise(swap_weight(face_px=reference.size_px, sharpness=reference.sharpness, yaw=reference.yaw),
+                           rng)
+            face, shown, degradation = mix(reference.crop, nobody, w), "reference", "swap"
+            info["likeness_weight"] = f"{w:.3f}"
         else:
-            crowd = self.crowd(known_character=known_character)
-            face = crowd[rng.randrange(len(crowd))] if crowd else None
-            shown, degradation = ("crowd" if crowd else "none"), "lora"
+            face, shown = nobody, ("nobody" if nobody is not None else "none")
         info["face"] = shown
         png = synthesize(seed=seed, width=width, height=height, face=face, degradation=degradation, info=info)
         return png, shown
-
-    def _someone_else(self, rng: random.Random) -> np.ndarray | None:
-        """A face that is not the character: from {home}/crowd/ (None without a crowd)."""
-        crowd = self.crowd(known_character=None)
-        return crowd[rng.randrange(len(crowd))] if crowd else None
-
-
-def _dilute(face: np.ndarray, other: np.ndarray | None, learned: float) -> np.ndarray:
-    """An under-trained LoRA's face: `learned` of the character, the rest someone else (with no crowd, the same face
-    without its features: its colours and layout at 6 x 6 pixels)."""
-    if other is None:
-        small = Image.fromarray(face).resize((6, 6), Image.BILINEAR)
-        other = np.asarray(small.resize((face.shape[1], face.shape[0]), Image.BICUBIC))
-    elif other.shape != face.shape:
-        other = np.asarray(Image.fromarray(other).resize((face.shape[1], face.shape[0])))
-    mixed = learned * face.astype(np.float32) + (1.0 - learned) * other.astype(np.float32)
-    return np.clip(mixed, 0, 255).astype(np.uint8)
 
 
 def _blend_two(faces: Sequence[np.ndarray], rng: random.Random) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Training calls of the simulated GPU service, shaped like Modal FunctionCalls.
 
 A call runs in a background thread: fetch the dataset zip, verify its sha256, crop the faces, "train" for a
-configurable time with progress, write a valid LoRA file carrying the crops, and one per checkpoint the spec asks for
-(each saying how far it learned the face: sim_gpu/learning.py). Finished calls are kept on disk
-under {home}/calls so a restarted service still answers for them; calls running at a restart are lost.
+configurable time with progress, write a valid LoRA file carrying the crops (for Wan 2.2 14B a high_noise +
+low_noise pair, as ai-toolkit writes it), and for a single-file LoRA one file per checkpoint the spec asks for, each
+recording its own step count (so its likeness is that of its training stage: sim_gpu/likeness.py). Finished calls are kept on disk under {home}/calls so a restarted service
+still answers for them; calls running at a restart are lost.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lora_pipelines.domain.base_models import lora_experts
 from lora_pipelines.domain.checkpoints import checkpoint_steps
-from lora_pipelines.gpu.schemas import CheckpointFile, TrainingPoll, TrainingResult, TrainingSpec
-from sim_gpu.faces import face_crop, square_resize
+from lora_pipelines.gpu.schemas import CheckpointFile, ExpertFile, TrainingPoll, TrainingResult, TrainingSpec
+from sim_gpu.faces import find_face, square_resize
 from sim_gpu.files import FetchRefused, fetch_url, lora_file_bytes, sha256_hex
-from sim_gpu.learning import stage
+from sim_gpu.likeness import diversity
+from sim_gpu.nobody import DESCRIPTORS_FILE
 
 MAX_TRAINING_IMAGES = 24
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -85,14 +88,15 @@ class TrainingCalls:
             call.cancelled.set()
         return call
 
-    def file_path(self, call_id: str, step: int | None = None) -> Path:
-        """The final file, or the checkpoint saved at `step`."""
-        suffix = "" if step is None else f".step{step:06d}"
-        return self.files_dir / f"{call_id}{suffix}.safetensors"
+    def file_path(self, call_id: str, expert: str | None = None, step: int | None = None) -> Path:
+        """`{call_id}.safetensors`, `{call_id}.{expert}.safetensors` for one file of a two-expert pair, or
+        `{call_id}.step{step:06d}.safetensors` for a checkpoint before the last step."""
+        part = f".{expert}" if expert else (f".step{step:06d}" if step is not None else "")
+        return self.files_dir / f"{call_id}{part}.safetensors"
 
     def remove_files(self, call_id: str, only: list[str] | None = None) -> list[str]:
-        """Delete the call's trained files (every one, or `only` those named "final" / "step000250"); returns the
-        names of the files removed."""
+        """Delete the call's trained files (every one, or `only` those named "final", "step000250", "low_noise"...);
+        returns the names of the files removed."""
         removed = []
         for path in sorted(self.files_dir.glob(f"{call_id}.*safetensors")):
             part = path.name.removeprefix(f"{call_id}.").removesuffix("safetensors").rstrip(".") or "final"
@@ -131,7 +135,7 @@ class TrainingCalls:
         if sha256_hex(data) != spec.dataset_sha256:
             raise _Failed(
                 f"dataset checksum mismatch: expected {spec.dataset_sha256[:12]}…, got {sha256_hex(data)[:12]}…")
-        faces = _dataset_faces(data)
+        faces, descriptors = _dataset_faces(data)
         call.progress = 10.0
         ticks = 10
         for i in range(ticks):
@@ -141,36 +145,55 @@ class TrainingCalls:
             call.progress = 10.0 + 85.0 * (i + 1) / ticks
             if fail_reason and i == ticks // 2:
                 raise _Failed(fail_reason)
-        saved = [self._save_checkpoint(call, faces, step, base_url)
-                 for step in checkpoint_steps(spec.steps, spec.checkpoints)]
-        final = saved[-1]
-        self._remember_character(spec.character_id, faces)
-        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word,
-                                     sha256=final.sha256, size_bytes=final.size_bytes,
-                                     download_url=final.download_url, volume_path=final.volume_path,
-                                     backend="simulated", checkpoints=saved if len(saved) > 1 else [])
+        # Wan 2.2 14B is two files (high_noise, low_noise), as ai-toolkit writes it; the first is the primary file
+        written = [self._write_file(call, base_url, faces, descriptors, expert, index)
+                   for index, expert in enumerate(lora_experts(spec.base_model) or (None,))]
+        self._remember_character(spec.character_id, faces, descriptors)
+        (expert, primary), *rest = written
+        second = None
+        if rest:
+            (second_expert, second_file), = rest
+            second = ExpertFile(expert=second_expert, **second_file)
+        checkpoints = []
+        if not rest and spec.checkpoints > 1:  # the earlier saves, then the final file as the last checkpoint
+            checkpoints = [CheckpointFile(step=step, **self._write_file(call, base_url, faces, descriptors, None, 0,
+                                                                         step=step)[1])
+                           for step in checkpoint_steps(spec.steps, spec.checkpoints)[:-1]]
+            checkpoints.append(CheckpointFile(step=spec.steps, **primary))
+        call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word, **primary,
+                                     backend="simulated", expert=expert, second_expert=second,
+                                     checkpoints=checkpoints)
         call.state, call.progress = "succeeded", 100.0
 
-    def _save_checkpoint(self, call: TrainingCall, faces: list[np.ndarray], step: int, base_url: str) -> CheckpointFile:
-        """The LoRA as it is at `step` (the final file at the last step), kept where the Modal volume would."""
+    def _write_file(self, call: TrainingCall, base_url: str, faces: list[np.ndarray], descriptors: list[np.ndarray],
+                    expert: str | None, index: int, step: int | None = None) -> tuple[str | None, dict]:
+        """One trained file on disk (the final one, or the checkpoint at `step`); returns (expert, its location
+        fields of TrainingResult / ExpertFile / CheckpointFile)."""
         spec = call.spec
         payload = lora_file_bytes(base_model=spec.base_model, trigger_word=spec.trigger_word, rank=spec.rank,
-                                  steps=step, faces=faces, character_id=spec.character_id,
-                                  seed=int(spec.dataset_sha256[:8], 16),
-                                  extra_metadata=stage(step, len(faces)).metadata())
-        path = self.file_path(call.call_id, None if step == spec.steps else step)
+                                  steps=spec.steps if step is None else step, faces=faces,
+                                  character_id=spec.character_id,
+                                  seed=int(spec.dataset_sha256[:8], 16) + index, expert=expert,
+                                  dataset_hash=spec.dataset_hash, photos=len(faces), diversity=diversity(descriptors))
+        path = self.file_path(call.call_id, expert, step)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(payload)
         tmp.replace(path)
-        return CheckpointFile(step=step, sha256=sha256_hex(payload), size_bytes=len(payload),
-                              download_url=f"{base_url.rstrip('/')}/files/{path.name}", volume_path=str(path))
+        return expert, {"sha256": sha256_hex(payload), "size_bytes": len(payload),
+                        "download_url": f"{base_url.rstrip('/')}/files/{path.name}", "volume_path": str(path)}
 
-    def _remember_character(self, character_id: str, faces: list[np.ndarray]) -> None:
-        """Keep the crops: to everyone else this character is now a face in the crowd."""
+    def _remember_character(self, character_id: str, faces: list[np.ndarray], descriptors: list[np.ndarray]) -> None:
+        """Keep the crops and their descriptors: the nobody pool leaves out every face that looks like them."""
         folder = self.characters_dir / character_id
         folder.mkdir(parents=True, exist_ok=True)
         for i, face in enumerate(faces):
             Image.fromarray(face).save(folder / f"{i:03d}.png")
+        if descriptors:
+            known = folder / DESCRIPTORS_FILE
+            previous = [np.load(known)] if known.exists() else []
+            tmp = folder / "descriptors.tmp.npy"
+            np.save(tmp, np.concatenate([*previous, np.stack(descriptors)]).astype(np.float32))
+            tmp.replace(known)
 
     def _save(self, call: TrainingCall) -> None:
         if call.state not in ("succeeded", "failed"):
@@ -198,7 +221,9 @@ class _Failed(Exception):
     pass
 
 
-def _dataset_faces(zip_bytes: bytes) -> list[np.ndarray]:
+def _dataset_faces(zip_bytes: bytes) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The aligned crop of every training image (a centre square where no face is found) and the dlib
+    descriptors of the faces found."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
     except zipfile.BadZipFile:
@@ -207,12 +232,14 @@ def _dataset_faces(zip_bytes: bytes) -> list[np.ndarray]:
                    if n.startswith("images/") and n.lower().endswith(IMAGE_SUFFIXES) and not n.endswith("/"))
     if not names:
         raise _Failed("dataset zip has no images/*.png")
-    faces = []
+    faces, descriptors = [], []
     for name in names[:MAX_TRAINING_IMAGES]:
         try:
             image = Image.open(io.BytesIO(archive.read(name))).convert("RGB")
         except OSError:
             raise _Failed(f"dataset image {name} is not readable") from None
-        crop = face_crop(image)
-        faces.append(crop if crop is not None else square_resize(image))
-    return faces
+        found = find_face(image)
+        faces.append(found.crop if found is not None else square_resize(image))
+        if found is not None:
+            descriptors.append(found.descriptor)
+    return faces, descriptors

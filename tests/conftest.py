@@ -43,6 +43,44 @@ def comfyui_schema_dir() -> Path:
     return COMFYUI_SCHEMA_DIR
 
 
+@pytest.fixture(scope="session")
+def real_schema(comfyui_schema_dir):
+    """ComfyUI 0.3.64's /object_info (core + PuLID-Flux nodes) as dumped from a real server."""
+    from lora_pipelines.workflows import comfy_schema
+
+    return comfy_schema.load_object_info_files(comfyui_schema_dir / "object_info.json",
+                                               comfyui_schema_dir / "object_info_pulid_flux.json")
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    """The real dlib FaceAnalyzer."""
+    from lora_pipelines.faces.embeddings import default_analyzer
+
+    return default_analyzer()
+
+
+@pytest.fixture(scope="module")
+def sim(faces_dir):
+    """The simulated GPU service shared by this test process (gpu_support.shared_sim)."""
+    from gpu_support import shared_sim
+
+    return shared_sim(faces_dir)
+
+
+def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.2):
+    """Poll until condition() is truthy and return its value; an AssertionError naming `what` on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
 def _postgres_url_or_fail() -> str:
     import sqlalchemy as sa
 

@@ -18,6 +18,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from conftest import person_photos
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services.context import PipelineContext
 from sim_gpu.faults import FaultConfig
@@ -26,7 +27,7 @@ from sim_gpu.server import SimGpuServer
 BASE_ENV = {
     "LORA_PIPELINES_MIN_PHOTOS": "4",
     "LORA_PIPELINES_TRAIN_BASE_MODELS": "flux,z-image-turbo",
-    "LORA_PIPELINES_TRAINING_STEPS": "100",
+    "LORA_PIPELINES_TRAINING_STEPS": "1000",  # a realistic LoRA: the simulated likeness depends on steps
     "LORA_PIPELINES_TRAINING_WAIT_SECONDS": "60",
     "LORA_PIPELINES_GPU_TIMEOUT_SECONDS": "30",
 }
@@ -34,10 +35,6 @@ CLEARED_ENV = ("LORA_PIPELINES_DATABASE_URL", "LORA_PIPELINES_STORE_URL", "LORA_
                "LORA_PIPELINES_GPU_BACKEND", "LORA_PIPELINES_COMFYUI_URL", "LORA_PIPELINES_MODAL_ENDPOINT_URL",
                "LORA_PIPELINES_SIM_FAULTS")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def person_photos(faces_dir: Path, person: str) -> list[Path]:
-    return sorted(p for p in (faces_dir / person).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
 
 
 def photo_name(data: bytes, suffix: str) -> str:
@@ -119,12 +116,7 @@ class World:
         self.env = {**BASE_ENV, **self.env, "LORA_PIPELINES_HOME": str(self.home),
                     "LORA_PIPELINES_SIM_GPU_URL": self.sim.url}
         self.instance = instance or self._stack.enter_context(dg.instance_for_test())
-        with pytest.MonkeyPatch.context() as mp:
-            for var in CLEARED_ENV:
-                if var not in self.env:
-                    mp.delenv(var, raising=False)
-            for var, value in self.env.items():
-                mp.setenv(var, value)
+        with self.active():
             self.defs = build_definitions()
             self.ctx = PipelineContext.from_settings()
             self.ctx.__dict__["analyzer"] = SHARED_ANALYZER

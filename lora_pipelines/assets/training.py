@@ -141,13 +141,17 @@ def checkpoint_metadata(choice) -> dict:
                           description="The base model read from the file equals the row's baseModel."),
         dg.AssetCheckSpec("checksum_matches", asset="lora_artifact", blocking=True,
                           description="The stored object's sha256 equals the recorded sha256."),
+        dg.AssetCheckSpec("identity_matches", asset="lora_artifact", blocking=True,
+                          description="The file's own character id, trigger word and dataset hash "
+                                      "(lora_pipelines.* metadata) are the row's."),
         dg.AssetCheckSpec("not_worse_than_active", asset="lora_artifact",
                           description="The quality gate: a new LoRA replaces the one in use only if its likeness is "
                                       "at least the active one's minus the tolerance; both scores shown."),
     ],
 )
 def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource):
-    """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors; only this makes a LoRA ready."""
+    """The verified .safetensors at loras/{model}-character-{id}/{jobId}.safetensors (Wan 2.2 14B: the
+    {jobId}.high_noise + .low_noise pair beside it); only this makes a LoRA ready."""
     from lora_pipelines.gpu.schemas import TrainingResult
     from lora_pipelines.store.lora_models import LoraModelsRepository
 
@@ -161,21 +165,35 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
     row = LoraModelsRepository(ctx.db).get(row_id)
     if row.status == "ready":
         discard_checkpoints(ctx, row_id)  # the published one is at the LoRA's key now
+    # a two-expert LoRA (Wan 2.2 14B): model_path is the high_noise file, these the low_noise one
+    second = checks.detail.get("second_expert") or {}
+    second_file = {"second_expert_path": row.second_expert_path or "",
+                   "second_expert_sha256": row.second_expert_sha256 or ""} if second else {}
     yield dg.Output(
         {"lora_model_id": row.id, "model_path": row.model_path, "status": row.status},
         metadata={"lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",
                   "model_url": dg.MetadataValue.url(row.model_url) if row.model_url else "",
                   "sha256": row.sha256 or "", "size_bytes": row.size_bytes or 0,
-                  "detected_base_model": str(checks.detail.get("detected_base_model"))},
+                  "detected_base_model": str(checks.detail.get("detected_base_model")), **second_file},
     )
     detail = dg.MetadataValue.json({k: v for k, v in checks.detail.items() if v is not None})
     yield dg.AssetCheckResult(check_name="header_valid", passed=checks.header_valid, metadata={"detail": detail})
     yield dg.AssetCheckResult(check_name="base_model_matches", passed=checks.base_model_matches,
                               metadata={"expected": row.base_model,
                                         "detected": str(checks.detail.get("detected_base_model"))})
+    second_sums = {"second_expert_recorded": row.second_expert_sha256 or "",
+                   "second_expert_stored": str(second.get("stored_sha256"))} if second else {}
     yield dg.AssetCheckResult(check_name="checksum_matches", passed=checks.checksum_matches,
                               metadata={"recorded": row.sha256 or "",
-                                        "stored": str(checks.detail.get("stored_sha256"))})
+                                        "stored": str(checks.detail.get("stored_sha256")), **second_sums})
+    yield dg.AssetCheckResult(
+        check_name="identity_matches", passed=checks.identity_matches,
+        description="; ".join(checks.detail.get("identity_problems", [])) or checks.detail.get("identity"),
+        metadata={"row": dg.MetadataValue.json({"character_id": row.character_id, "trigger_word": row.trigger_word,
+                                                "dataset_hash": row.dataset_hash}),
+                  "file": dg.MetadataValue.json({k: checks.detail.get(f"file_{k}")
+                                                 for k in ("character_id", "trigger_word", "dataset_hash")}),
+                  "identity": str(checks.detail.get("identity"))})
     yield quality_gate_result(ctx, row)
 
 

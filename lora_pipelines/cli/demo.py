@@ -34,6 +34,23 @@ def demo(home: Path | None) -> None:
     if u is not None:
         click.echo(f"users reporting better:       {_pct(u['rate'])} of {u['ratings']} ratings of LoRA generations "
                    f"(target {u['target']:.0%})")
+    click.echo("")
+    click.echo("face match per character (dlib / sface; held-out photos were never trained on):")
+    for name, split in result["characters"].items():
+        for lora in ("with_lora", "without_lora"):
+            parts = []
+            for kind in ("held_out", "in_sample"):
+                dlib, sface = split[lora][kind]["dlib"], split[lora][kind]["sface"]
+                if dlib["scored"] or sface["scored"]:
+                    parts.append(f"{kind.replace('_', '-')} {_pct(dlib['rate'])} / {_pct(sface['rate'])} "
+                                 f"({dlib['scored']} scored)")
+            click.echo(f"  {name:<14} {lora.replace('_', ' '):<13} {' · '.join(parts) or 'no generations'}")
+    agree = result["recognisers"]
+    gap = (None if agree["dlib_match_rate"] is None or agree["sface_match_rate"] is None
+           else abs(agree["dlib_match_rate"] - agree["sface_match_rate"]))
+    click.echo(f"recognisers on the {agree['scored_by_both']} jobs both scored: dlib {_pct(agree['dlib_match_rate'])}, "
+               f"sface {_pct(agree['sface_match_rate'])} (difference {'n/a' if gap is None else f'{gap:.3f}'}), "
+               f"disagree on {agree['disagree']}")
     where = " (from the repository folder)" if _checkout() else ""
     click.echo(f"took {result['seconds']}s. See it in the UI{where}: {ui_command(home)}")
     kept = [name for name in

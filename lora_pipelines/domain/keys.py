@@ -54,7 +54,8 @@ EXPERT_NAMES = ("high_noise", "low_noise")
 
 def expert_key(lora_file_key: str, expert: str) -> str:
     """The key of one expert's file of a two-expert LoRA, beside the single-file key:
-    `loras/{model}-character-{id}/{jobId}.safetensors` -> `loras/{model}-character-{id}/{jobId}.{expert}.safetensors`."""
+    `loras/{model}-character-{id}/{jobId}.safetensors` ->
+    `loras/{model}-character-{id}/{jobId}.{expert}.safetensors`."""
     if expert not in EXPERT_NAMES:
         raise InvalidIdError(f"expert must be one of {', '.join(EXPERT_NAMES)}, got {str(expert)[:40]!r}")
     validate_key(lora_file_key)

@@ -128,12 +128,25 @@ def lora_tensor_shapes(base_model: str, rank: int, blocks: int = 2, scale_down: 
     return shapes
 
 
-def trainer_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int, trainer: str) -> dict[str, str]:
+# Who a LoRA of ours belongs to: written by every trainer of ours, compared with the lora_models row before the
+# file is published (lora_artifact's identity_matches) and before it is used (domain/lora_identity.py).
+CHARACTER_ID_KEY = "lora_pipelines.character_id"
+TRIGGER_WORD_KEY = "lora_pipelines.trigger_word"
+DATASET_HASH_KEY = "lora_pipelines.dataset_hash"
+IDENTITY_KEYS = (CHARACTER_ID_KEY, TRIGGER_WORD_KEY, DATASET_HASH_KEY)
+
+
+def trainer_metadata(base_model: str, trigger_word: str, *, rank: int, steps: int, trainer: str,
+                     character_id: str | None = None, dataset_hash: str | None = None) -> dict[str, str]:
     """`__metadata__` a finished LoRA of ours carries (all values strings): what the Modal trainer's header rewrite
     adds to ai-toolkit's own (ai-toolkit writes `ss_base_model_version` and `ss_tag_frequency` of these, no
-    modelspec), so the inspector reads base model and trigger word from every file we make."""
+    modelspec), so the inspector reads base model and trigger word from every file we make, and selection reads
+    whose LoRA it is (character id, trigger word, dataset hash)."""
     import json
 
+    identity = {CHARACTER_ID_KEY: str(character_id)} if character_id is not None else {}
+    if dataset_hash is not None:
+        identity[DATASET_HASH_KEY] = str(dataset_hash)
     return {
         "format": "pt",
         "software": trainer,
@@ -145,5 +158,6 @@ def trainer_metadata(base_model: str, trigger_word: str, *, rank: int, steps: in
         "ss_steps": str(steps),
         "ss_tag_frequency": json.dumps({"dataset": {trigger_word: 1}}),
         "lora_pipelines.base_model": base_model,
-        "lora_pipelines.trigger_word": trigger_word,
+        TRIGGER_WORD_KEY: trigger_word,
+        **identity,
     }

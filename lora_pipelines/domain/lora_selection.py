@@ -7,12 +7,16 @@ A LoRA is used only when all hold, checked in this order:
   4. one is ready for the model's family                  else base_model_mismatch (no ready LoRA for this family)
      the candidate: the job's pinned LoRA when it pinned one (else pinned_lora_unavailable), otherwise the active
      one (domain/lora_versions.py: the newest activation's, or with none the most recent ready)
-  5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file
+  5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file (every file of a
+     two-expert pair, each the expert it should be)
                                                           else lora_file_unreachable / checksum_mismatch /
                                                                lora_file_invalid
   6. the FILE's base model (from its header) is the model's family, since ComfyUI silently ignores a LoRA
      made for another model (one for a family we do not run, e.g. FLUX.2, names it)
                                                           else base_model_mismatch
+  7. the file does not name another character, trigger word or dataset than the row (domain/lora_identity.py)
+                                                          else lora_identity_mismatch
+     A file naming no character (trained elsewhere) is used on the row's trigger word, `identity` "unverified".
 
 When the active LoRA for the family is broken we report it and do not fall back to an older one: an older LoRA is
 a superseded training (often retrained because it was bad), and quietly using it would hide a broken artifact
@@ -25,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from lora_pipelines.domain.lora_identity import UNVERIFIED, LoraIdentity, identity_mismatches
 from lora_pipelines.domain.model_registry import ModelEntry
 from lora_pipelines.domain.safetensors_inspect import ForeignLoraFamilyError, InvalidLoraFileError, LoraInspection
 
@@ -36,11 +41,17 @@ BASE_MODEL_MISMATCH = "base_model_mismatch"
 LORA_FILE_UNREACHABLE = "lora_file_unreachable"
 CHECKSUM_MISMATCH = "checksum_mismatch"
 LORA_FILE_INVALID = "lora_file_invalid"
+LORA_IDENTITY_MISMATCH = "lora_identity_mismatch"
 PINNED_LORA_UNAVAILABLE = "pinned_lora_unavailable"
 
 REASONS = (CHARACTER_NOT_FOUND, LORA_DISABLED, MODEL_DOES_NOT_SUPPORT_LORA, NO_READY_LORA, BASE_MODEL_MISMATCH,
-           LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID, PINNED_LORA_UNAVAILABLE)
+           LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID, LORA_IDENTITY_MISMATCH, PINNED_LORA_UNAVAILABLE)
 FILE_FAILURES = (LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID)
+# After selection: the LoRA was chosen and sent, but the route errored, or the backend said it did not apply it.
+LORA_ROUTE_FAILED = "lora_route_failed"
+LORA_IGNORED = "lora_ignored"
+# A job skipped for one of these had a ready LoRA for its base model: it stays in the LoRA usage rate's denominator.
+REFUSALS = (*FILE_FAILURES, LORA_IDENTITY_MISMATCH, LORA_ROUTE_FAILED, LORA_IGNORED)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,10 @@ class LoraCandidate:
     sha256: str | None = None
     model_path: str | None = None
     finished_at: datetime | None = None  # when it became ready (updatedAt)
+    second_expert_path: str | None = None  # the second file of a two-expert LoRA (Wan 2.2 14B: low_noise)
+    second_expert_sha256: str | None = None
+    character_id: str | None = None  # the row's characterId, compared with the file's own
+    dataset_hash: str | None = None
     active: bool = False  # the one generation uses for its base model (domain/lora_versions.py)
 
 
@@ -113,14 +128,17 @@ class LoraSelection:
     detail: str
     inspection: LoraInspection | None = None
     trigger_word: str | None = None
+    identity: str | None = None  # "verified" | "unverified" when used
+    candidate: LoraCandidate | None = None  # the ready LoRA for the model's family, used or not
 
     @property
     def used(self) -> bool:
         return self.lora is not None
 
 
-def _skip(reason: str, detail: str, inspection: LoraInspection | None = None) -> LoraSelection:
-    return LoraSelection(lora=None, reason=reason, detail=detail, inspection=inspection)
+def _skip(reason: str, detail: str, inspection: LoraInspection | None = None,
+          candidate: LoraCandidate | None = None) -> LoraSelection:
+    return LoraSelection(lora=None, reason=reason, detail=detail, inspection=inspection, candidate=candidate)
 
 
 def _recency(candidate: LoraCandidate) -> tuple[bool, float, int, str]:
@@ -168,21 +186,28 @@ def select_lora(
     except OSError as exc:
         outcome = InspectOutcome.failure(LORA_FILE_UNREACHABLE, f"{type(exc).__name__}: {exc}")
     if outcome.reason is not None:
-        return _skip(outcome.reason, f"LoRA {candidate.id}: {outcome.detail or outcome.reason}")
+        return _skip(outcome.reason, f"LoRA {candidate.id}: {outcome.detail or outcome.reason}", candidate=candidate)
     inspection = outcome.inspection
 
     if inspection is not None and candidate.sha256 and inspection.sha256 != candidate.sha256:
         return _skip(CHECKSUM_MISMATCH,
                      f"LoRA {candidate.id}: file sha256 {inspection.sha256[:12]}… != recorded {candidate.sha256[:12]}…",
-                     inspection)
+                     inspection, candidate)
     if outcome.base_model != model.base_model:
         detected = inspection.detected_from if inspection is not None else None
         source = f"from {detected}" if detected else outcome.detail
         return _skip(BASE_MODEL_MISMATCH,
                      f"LoRA {candidate.id} is recorded as {candidate.base_model} but its file is for "
                      f"{outcome.base_model}" + (f" ({source})" if source else ""),
-                     inspection)
+                     inspection, candidate)
+
+    identity = LoraIdentity.from_metadata(inspection.metadata if inspection is not None else None)
+    mismatches = identity_mismatches(identity, character_id=candidate.character_id or character.id,
+                                     trigger_word=candidate.trigger_word, dataset_hash=candidate.dataset_hash)
+    if mismatches:
+        return _skip(LORA_IDENTITY_MISMATCH, f"LoRA {candidate.id}: " + "; ".join(mismatches), inspection, candidate)
 
     trigger_word = candidate.trigger_word or (inspection.trigger_word if inspection is not None else None)
+    status = identity.status if inspection is not None else UNVERIFIED
     return LoraSelection(lora=candidate, reason=None, detail=f"using LoRA {candidate.id} ({model.base_model})",
-                         inspection=inspection, trigger_word=trigger_word)
+                         inspection=inspection, trigger_word=trigger_word, identity=status, candidate=candidate)

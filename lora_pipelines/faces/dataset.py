@@ -7,6 +7,10 @@ Rules, in order, for each photo (processed in a canonical order, so input order 
   (larger faces are kept first, so the best copy of a duplicated photo survives).
 Then every kept face is compared with the medoid face: beyond identity_threshold it is an identity outlier
 (a photo of someone else). Outliers stay in `items`; `identity.passed` is False and names them.
+
+Held out: given the training minimum, when more photos are usable than it, a deterministic ~20% of them (at least
+one, never taking training below the minimum; chosen by content hash, so input order and names never matter) is
+kept out of the training set, for scoring only: a likeness measured on photos the LoRA never saw.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ IDENTITY_THRESHOLD = 0.6
 # Re-encoding or resizing one photo moves its embedding by <= 0.09 on the shared test photos;
 # two different photos of one person are >= 0.25 apart.
 DUPLICATE_DISTANCE = 0.15
+HELD_OUT_SHARE = 0.2
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -54,6 +59,15 @@ class DatasetItem:
     @property
     def caption_sha256(self) -> str:
         return hashlib.sha256(self.caption.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class HeldOutPhoto:
+    """A usable photo kept out of training, for scoring only."""
+
+    name: str
+    source_sha256: str
+    embedding: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,7 @@ class TrainingDataset:
     identity: IdentityCheck
     manifest: dict = field(repr=False)
     dataset_hash: str = ""
+    held_out: list[HeldOutPhoto] = field(default_factory=list)
 
     def to_zip_bytes(self) -> bytes:
         """images/NNN.png, images/NNN.txt and manifest.json with fixed timestamps: same dataset, same bytes."""
@@ -127,10 +142,12 @@ def build_training_dataset(
     identity_threshold: float = IDENTITY_THRESHOLD,
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_BYTES,
+    min_photos: int | None = None,
 ) -> TrainingDataset:
     """Faces found, aligned, captioned and deduplicated; drops and identity outliers explained.
 
     analyzer: anything with analyze(img) -> list[DetectedFace]; default: this process's shared FaceAnalyzer.
+    min_photos: the training minimum; with more usable photos than it, some are held out (`held_out`).
     """
     validate_trigger_word(trigger_word)
     analyzer = analyzer or default_analyzer()
@@ -185,20 +202,38 @@ def build_training_dataset(
         )
     kept.sort(key=lambda c: c.name)
     dropped.sort(key=lambda d: d.name)
+    held_shas = choose_held_out([c.sha256 for c in kept], held_out_count(len(kept), min_photos))
+    held_out = [HeldOutPhoto(c.name, c.sha256, c.face.embedding) for c in kept if c.sha256 in held_shas]
 
     items = []
-    for number, cand in enumerate(kept, start=1):
+    for number, cand in enumerate([c for c in kept if c.sha256 not in held_shas], start=1):
         crop = aligned_crop(cand.image, cand.face, size=training_size)
         caption = f"a photo of {trigger_word}, {describe_face(cand.face, crop)}"
         items.append(DatasetItem(cand.name, f"{number:03d}", to_png_bytes(crop), caption, cand.face.embedding,
                                  cand.sha256))
 
-    identity = check_identity({item.name: item.embedding for item in items}, threshold=identity_threshold)
+    identity = check_identity({c.name: c.face.embedding for c in kept}, threshold=identity_threshold)
     settings = {"min_face_px": min_face_px, "duplicate_distance": duplicate_distance,
                 "identity_threshold": identity_threshold}
     manifest = _manifest(trigger_word, training_size, items, dropped, identity, settings)
+    if held_out:  # named in the manifest (so in the dataset hash), never in the zip's images
+        manifest["held_out"] = [{"source_name": h.name, "source_sha256": h.source_sha256} for h in held_out]
     dataset_hash = hashlib.sha256(canonical_json(manifest).encode()).hexdigest()
-    return TrainingDataset(trigger_word, training_size, items, dropped, identity, manifest, dataset_hash)
+    return TrainingDataset(trigger_word, training_size, items, dropped, identity, manifest, dataset_hash, held_out)
+
+
+def held_out_count(usable: int, min_photos: int | None) -> int:
+    """How many usable photos to hold out: ~20%, at least one, only when more than the minimum are usable, and
+    never so many that training falls below the minimum."""
+    if min_photos is None or usable <= min_photos:
+        return 0
+    return min(max(1, round(usable * HELD_OUT_SHARE)), usable - min_photos)
+
+
+def choose_held_out(source_sha256s: Sequence[str], count: int) -> set[str]:
+    """Which photos (by content hash) to hold out: the first `count` in an order fixed by their content alone."""
+    ranked = sorted(set(source_sha256s), key=lambda sha: hashlib.sha256(f"held-out:{sha}".encode()).hexdigest())
+    return set(ranked[:count])
 
 
 def check_identity(embeddings: dict[str, np.ndarray], *, threshold: float = IDENTITY_THRESHOLD) -> IdentityCheck:

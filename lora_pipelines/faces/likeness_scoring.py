@@ -1,16 +1,12 @@
 """Scoring a LoRA checkpoint's sample images for likeness, behind one small interface.
 
 A scorer turns the sample images of one checkpoint into one number, higher is better, comparable between the
-checkpoints (and the trainings) of one character. `FaceSimScorer` is FaceSim (SFace cosine) of each image's face to
-the nearest reference photo, with a near-copy penalty: an image whose face is as close to a training photo as a
-re-encoded copy of it (NEAR_COPY_FACESIM) scores 0, as does an image without a face; the score is the mean.
+checkpoints (and the trainings) of one character. `HeldOutScorer` is faces/likeness.py's held-out likeness: FaceSim
+(SFace cosine) of each image's face to the nearest reference photo, an image without a face or whose face is a near
+copy of a training photo counting 0; the score is the mean over the images that rendered.
 
-Which photos are the references is the caller's choice, and is named in `reference`: held-out photos (the training
-never saw them) when the character has them, else the training photos themselves (in-sample, said so).
-
-NEAR_COPY_FACESIM 0.88, measured with the simulated service on ../shared/faces (7 people, 8 seeds each): a training
-crop reproduced as the whole image scores 0.889-0.974 against its photo, a generated blend of two training crops
-0.679-0.867.
+Which photos are the references is named in `reference`: the held-out photos (the training never saw them) when the
+character has some, else the training photos themselves (in-sample, said so).
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-
-NEAR_COPY_FACESIM = 0.88
 
 
 @dataclass(frozen=True)
@@ -39,7 +33,7 @@ class SampleScores:
 
 
 class LikenessScorer(Protocol):
-    name: str  # e.g. "facesim-sface"
+    name: str  # e.g. "heldout-facesim"
     reference: str  # what the references are: "held-out photos (n)" or "training photos (n, in-sample)"
 
     def score(self, images: Sequence[bytes | None]) -> SampleScores:
@@ -47,55 +41,31 @@ class LikenessScorer(Protocol):
         ...
 
 
-class FaceSimScorer:
-    """FaceSim to the nearest reference, near-copies of a training photo and faceless images scoring 0."""
+class HeldOutScorer:
+    """faces/likeness.py's held-out likeness, one image at a time (an image seen before is not embedded again:
+    checkpoints that render alike cost one scoring)."""
 
-    name = "facesim-sface"
+    name = "heldout-facesim"
 
     def __init__(self, references: Sequence[np.ndarray], training: Sequence[np.ndarray], *, reference: str,
-                 recogniser=None, near_copy: float = NEAR_COPY_FACESIM) -> None:
+                 recogniser=None) -> None:
         from lora_pipelines.faces.recognisers import SFaceRecogniser
 
-        if not references:
+        if len(references) == 0:
             raise ValueError("a likeness scorer needs at least one reference face")
         self.recogniser = recogniser or SFaceRecogniser()
-        self.references, self.training = list(references), list(training)
-        self.reference, self.near_copy = reference, near_copy
+        self.references, self.training, self.reference = list(references), list(training), reference
         self._seen: dict[str, tuple[float, bool, bool]] = {}
 
-    @classmethod
-    def from_photos(cls, references: Sequence[tuple[str, bytes]], training: Sequence[tuple[str, bytes]], *,
-                    reference: str, recogniser=None) -> FaceSimScorer:
-        """Embeds the photos (those without one clear face are skipped); ValueError when no reference has one."""
-        from lora_pipelines.faces.recognisers import SFaceRecogniser, reference_embeddings
-
-        recogniser = recogniser or SFaceRecogniser()
-        refs, _ = reference_embeddings(recogniser, list(references))
-        same = [name for name, _ in references] == [name for name, _ in training]
-        train = refs if same else reference_embeddings(recogniser, list(training))[0]
-        return cls(refs, train, reference=reference, recogniser=recogniser)
-
     def _one(self, image: bytes) -> tuple[float, bool, bool]:
-        """(score, has a face, near copy); an image seen before (checkpoints that render alike) is not re-embedded."""
+        """(score, has a face, near copy)."""
+        from lora_pipelines.faces.likeness import heldout_likeness
+
         digest = hashlib.sha256(image).hexdigest()
         if digest not in self._seen:
-            self._seen[digest] = self._embed_and_score(image)
+            one = heldout_likeness([image], self.references, self.training, recogniser=self.recogniser)
+            self._seen[digest] = (one.mean, one.faces_found > 0, one.near_copies > 0)
         return self._seen[digest]
-
-    def _embed_and_score(self, image: bytes) -> tuple[float, bool, bool]:
-        from lora_pipelines.faces.images import ImageDecodeError
-        from lora_pipelines.faces.recognisers import nearest_score
-
-        try:
-            faces = self.recogniser.embed(image, name="sample")
-        except ImageDecodeError:
-            return 0.0, False, False
-        if not faces:
-            return 0.0, False, False
-        vector = faces[0].vector
-        if self.training and nearest_score(self.recogniser, vector, self.training) >= self.near_copy:
-            return 0.0, True, True
-        return max(0.0, nearest_score(self.recogniser, vector, self.references)), True, False
 
     def score(self, images: Sequence[bytes | None]) -> SampleScores:
         per_image: list[float | None] = []

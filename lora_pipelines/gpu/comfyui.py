@@ -120,7 +120,8 @@ class ComfyUIClient:
                                     backend=self.name, endpoint="/models/loras")
 
     def system_stats(self) -> dict[str, Any]:
-        return self._object(self.http.json("GET", "/system_stats", endpoint="/system_stats"), "/system_stats", "the body")
+        answer = self.http.json("GET", "/system_stats", endpoint="/system_stats")
+        return self._object(answer, "/system_stats", "the body")
 
     def comfyui_version(self) -> str | None:
         """`system.comfyui_version` of `GET /system_stats` (server.py); None when the server does not say."""
@@ -164,7 +165,8 @@ class ComfyUIClient:
             problems.append(f"model files missing: {', '.join(map(str, missing_files))}")
         if problems:
             error = UnknownNodeTypeError if missing_types else PodNotReadyError
-            raise error(f"the pod cannot run this workflow: {'; '.join(problems)}", backend=self.name, endpoint=endpoint)
+            raise error(f"the pod cannot run this workflow: {'; '.join(problems)}", backend=self.name,
+                        endpoint=endpoint)
         return needs
 
     @staticmethod

@@ -37,6 +37,8 @@ class TrainingSpec(_Strict):
     dataset_url: str = Field(description="URL of the dataset zip (images + captions + manifest.json)")
     dataset_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     trigger_word: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    dataset_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,128}$",
+                                     description="lora_models.datasetHash; the trainer writes it into the file")
     # The Modal app writes the file at {volume}/{output_key}: a pattern, so no key climbs out with '..' or '/'.
     output_key: str = Field(
         pattern=_LORA_KEY,
@@ -134,7 +136,8 @@ class LoraRef(_Strict):
     strength_model: float = Field(default=1.0, ge=-10, le=10)
     strength_clip: float = Field(default=1.0, ge=-10, le=10)
     second_expert: ExpertRef | None = Field(
-        default=None, description="the low-noise file of a Wan 2.2 14B pair; `url`/`sha256` above are the high-noise one")
+        default=None,
+        description="the low-noise file of a Wan 2.2 14B pair; `url`/`sha256` above are the high-noise one")
 
 
 class GenerateRequest(_Strict):

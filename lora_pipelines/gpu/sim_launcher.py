@@ -83,7 +83,8 @@ def ensure_sim_gpu_running(home: Path, *, allowed_roots: Sequence[Path] = (), ti
             except (ValueError, KeyError):
                 pass
         if importlib.util.find_spec(SERVICE_MODULE) is None:
-            raise SimGpuStartError(f"the {SERVICE_MODULE} package is not importable; install the project (pip install -e .)")
+            raise SimGpuStartError(
+                f"the {SERVICE_MODULE} package is not importable; install the project (pip install -e .)")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         roots = [str(Path(home).expanduser().resolve()), *map(str, allowed_roots)]

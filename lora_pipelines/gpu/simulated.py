@@ -39,13 +39,12 @@ class SimulatedTrainingBackend:
 
     def remove_trained_files(self, call_id: str | None, keys: list[str]) -> list[str]:
         """Delete the service's own copies (its stand-in for the Modal volume) of the files at `keys` that call
-        `call_id` trained: a checkpoint key names its step's file, the LoRA's own key the final file."""
-        from lora_pipelines.domain.checkpoints import step_of_key
-
+        `call_id` trained: a checkpoint or expert key names that file, the LoRA's own key the final file."""
         if not call_id or not keys:
             return []
-        steps = [step_of_key(k) for k in keys]
-        only = ",".join(sorted({"final" if s is None else f"step{s:06d}" for s in steps}))
+        # `{jobId}.safetensors` is the final file; `{jobId}.step000250.safetensors`, `{jobId}.low_noise.safetensors`…
+        parts = {".".join(k.rsplit("/", 1)[-1].split(".")[1:-1]) or "final" for k in keys}
+        only = ",".join(sorted(parts))
         body = self.http.json("DELETE", f"/function-calls/{call_id}/files", endpoint="files", call_id=call_id,
                               params={"only": only}, ok_statuses=(404,))
         return list(body.get("removed", [])) if isinstance(body, dict) else []

@@ -77,7 +77,7 @@ def plot_face_match_by_character(by_character: pd.DataFrame, limit: int | None =
                                       (width / 2, "face_match_rate_without_lora", "without LoRA")):
             ax.bar([i + offset for i in x], scored[column].fillna(0) * 100, width, label=label)
         ax.axhline(95, color="red", linewidth=1, linestyle="--", label="target 95%")
-        names = [f"{n[:14]} ({c})" for c, n in zip(scored["character_id"], scored["character"])]
+        names = [f"{n[:14]} ({c})" for c, n in zip(scored["character_id"], scored["character"], strict=True)]
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 105)
         ax.set_ylabel("face match %")

@@ -18,17 +18,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from lora_pipelines.domain.model_registry import UnknownModelError, get_model
-from lora_pipelines.reporting.metrics import FINISHED, had_usable_lora
+from lora_pipelines.reporting.metrics import COUNTS, FINISHED, count_columns
 from lora_pipelines.store.tables import CharacterRow as C
 from lora_pipelines.store.tables import GenerationJobRow as J
 from lora_pipelines.store.tables import LoraModelRow as L
 
 UNKNOWN = "unknown"
 TOP_FAILURE_REASONS = 3
-COUNT_COLUMNS = [
-    "jobs", "succeeded", "lora_eligible", "lora_used", "scored_with_lora", "matched_with_lora",
-    "scored_without_lora", "matched_without_lora", "fallback_jobs", "fallback_succeeded",
-]  # fmt: skip
+COUNT_COLUMNS = list(COUNTS)  # every count metrics defines, summed per group
 
 
 @dataclass
@@ -40,10 +37,6 @@ class ReportData:
     training_status: pd.DataFrame
     training_durations: pd.DataFrame
     training_failures: pd.DataFrame
-
-
-def _count(condition: Any) -> Any:
-    return sa.func.sum(sa.case((condition, 1), else_=0))
 
 
 def _day(conn: sa.Connection, column: Any) -> tuple[Any, Any]:
@@ -72,21 +65,7 @@ def read_report_data(conn: sa.Connection, since: datetime | None) -> ReportData:
 
 
 def _job_sums() -> list[Any]:
-    succeeded = J.status == "succeeded"
-    scored = sa.and_(succeeded, J.face_count.is_not(None))
-    with_lora, without_lora = J.lora_model_id.is_not(None), J.lora_model_id.is_(None)
-    return [
-        sa.func.count().label("jobs"),
-        _count(succeeded).label("succeeded"),
-        _count(had_usable_lora()).label("lora_eligible"),
-        _count(with_lora).label("lora_used"),
-        _count(sa.and_(scored, with_lora)).label("scored_with_lora"),
-        _count(sa.and_(scored, with_lora, J.face_match.is_(True))).label("matched_with_lora"),
-        _count(sa.and_(scored, without_lora)).label("scored_without_lora"),
-        _count(sa.and_(scored, without_lora, J.face_match.is_(True))).label("matched_without_lora"),
-        _count(without_lora).label("fallback_jobs"),
-        _count(sa.and_(without_lora, succeeded)).label("fallback_succeeded"),
-    ]  # fmt: skip
+    return count_columns(COUNT_COLUMNS)
 
 
 def _finished_in(since: datetime | None) -> list[Any]:

@@ -9,16 +9,17 @@ import pandas as pd
 
 from lora_pipelines.reporting import tables as report_tables
 from lora_pipelines.reporting.plots import png_data_uri
-from lora_pipelines.reporting.tables import RATES, worst_characters
+from lora_pipelines.reporting.tables import RATES, SPLIT, worst_characters
 
 _TABLE_TITLES = {
     "summary": "Headline", "checks": "Checks on generation_outputs", "by_character": "By character",
     "by_base_model": "By base model", "by_backend": "By backend", "by_day": "By day",
     "training": "LoRA training (durations in minutes)", "training_failures": "Top training failure reasons",
+    "face_match": "Face match: held-out vs in-sample photos, dlib vs SFace (never mixed)",
     "satisfaction_by_character": "Users' verdict by character (ratings of LoRA generations; rate = share 'better')",
     "satisfaction_by_base_model": "Users' verdict by base model (ratings of LoRA generations; rate = share 'better')",
 }  # fmt: skip
-_RATE_COLUMNS = {*RATES, "rate", "target"}
+_RATE_COLUMNS = {*RATES, *SPLIT, "rate", "target"}
 
 
 def plain(value: Any) -> Any:

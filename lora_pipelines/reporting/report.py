@@ -24,6 +24,7 @@ from lora_pipelines.reporting.tables import (
     RATES,
     CheckOutcome,
     checks_table,
+    face_match_table,
     group_counts,
     ratio,
     summary_table,
@@ -84,6 +85,7 @@ def build_report(
         "training_failures": data.training_failures,
     }
     totals = {c: int(data.by_slice[c].sum()) for c in COUNT_COLUMNS}
+    tables["face_match"] = face_match_table(data.by_character, totals)
     headline = {name: ratio(totals[num], totals[den]) for name, (num, den) in RATES.items()}
     checks, source = checks_table(tables["by_character"], headline, totals, recorded_checks or {})
     satisfaction = feedback.satisfaction(ctx.db, since=since_at)

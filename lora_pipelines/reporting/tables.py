@@ -7,20 +7,24 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from lora_pipelines.reporting.metrics import CHECK_TARGETS, CheckTarget
-from lora_pipelines.reporting.queries import COUNT_COLUMNS
+from lora_pipelines.reporting.metrics import CHECK_TARGETS, HEADLINE, SPLIT_RATES, CheckTarget, Rate, judge
+from lora_pipelines.reporting.metrics import RATES as DEFINITIONS
 
 SHOWN_CHARACTERS = 25  # per-character rows in report.md/report.html and bars in the plot; the CSV keeps every one
 SHOWN_BELOW_TARGET = 10  # character ids named in the computed face_consistency description
 
-# (numerator, denominator) columns of each headline rate; the keys are those of metrics.headline
-RATES: dict[str, tuple[str, str]] = {
-    "lora_usage_rate": ("lora_used", "lora_eligible"),
-    "face_match_rate_with_lora": ("matched_with_lora", "scored_with_lora"),
-    "face_match_rate_without_lora": ("matched_without_lora", "scored_without_lora"),
-    "generation_success_rate": ("succeeded", "jobs"),
-    "fallback_success_rate": ("fallback_succeeded", "fallback_jobs"),
-}
+# (numerator, denominator) columns of each headline rate and of the held-out / in-sample / recogniser split, as
+# reporting.metrics defines them
+RATES: dict[str, tuple[str, str]] = {name: (DEFINITIONS[name].numerator, DEFINITIONS[name].denominator)
+                                     for name in HEADLINE}
+SPLIT: dict[str, tuple[str, str]] = {name: (DEFINITIONS[name].numerator, DEFINITIONS[name].denominator)
+                                     for name in SPLIT_RATES}
+# the counts the by-character / base model / backend / day tables show (the CSVs of face_match hold the split)
+TABLE_COLUMNS = [
+    "jobs", "succeeded", "lora_eligible", "lora_used", "scored_with_lora", "matched_with_lora",
+    "scored_without_lora", "matched_without_lora", "fallback_jobs", "fallback_succeeded",
+]  # fmt: skip
+SPLIT_COLUMNS = list(dict.fromkeys(c for pair in SPLIT.values() for c in pair))
 CHECK_COLUMNS = ["check", "source", "passed", "severity", "rate", "target", "numerator", "denominator",
                  "evaluated_at", "description"]  # fmt: skip
 
@@ -51,17 +55,45 @@ def ratio(numerator: int, denominator: int) -> float | None:
     return None if denominator == 0 else numerator / denominator
 
 
-def group_counts(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+def group_counts(frame: pd.DataFrame, by: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+    columns = columns or TABLE_COLUMNS
     if frame.empty:
-        return pd.DataFrame(columns=[*by, *COUNT_COLUMNS]).astype({c: "int64" for c in COUNT_COLUMNS})
-    return frame.groupby(by, as_index=False, dropna=False)[COUNT_COLUMNS].sum().sort_values(by).reset_index(drop=True)
+        return pd.DataFrame(columns=[*by, *columns]).astype({c: "int64" for c in columns})
+    return frame.groupby(by, as_index=False, dropna=False)[columns].sum().sort_values(by).reset_index(drop=True)
 
 
-def with_rates(frame: pd.DataFrame) -> pd.DataFrame:
+def with_rates(frame: pd.DataFrame, rates: dict[str, tuple[str, str]] | None = None) -> pd.DataFrame:
     frame = frame.copy()
-    for name, (num, den) in RATES.items():
+    for name, (num, den) in (rates or RATES).items():
         frame[name] = (frame[num] / frame[den].where(frame[den] > 0)).astype("float64")
     return frame
+
+
+FACE_MATCH_COLUMNS = ["character_id", "character", "lora", "reference", "recogniser", "matched", "scored", "rate"]
+
+
+def face_match_table(by_character: pd.DataFrame, totals: dict[str, int]) -> pd.DataFrame:
+    """One row per character (and "(all)") × with/without LoRA × held-out/in-sample × recogniser, where something
+    was scored: face match measured on photos the LoRA never saw is never summed with one on its training photos.
+    The "dlib≠sface" rows count the scored jobs on which the two recognisers disagree."""
+    grouped = group_counts(by_character, ["character_id", "character"], SPLIT_COLUMNS)
+    rows = []
+    for counts in [*grouped.to_dict("records"), {"character_id": None, "character": "(all)", **totals}]:
+        for lora in ("with_lora", "without_lora"):
+            for kind in ("held_out", "in_sample"):
+                for recogniser, prefix in (("dlib", "face"), ("sface", "sface")):
+                    num, den = SPLIT[f"{prefix}_match_rate_{lora}_{kind}"]
+                    if counts[den]:
+                        rows.append({"character_id": counts["character_id"], "character": counts["character"],
+                                     "lora": lora.replace("_lora", ""), "reference": kind, "recogniser": recogniser,
+                                     "matched": int(counts[num]), "scored": int(counts[den]),
+                                     "rate": counts[num] / counts[den]})
+        num, den = SPLIT["recogniser_disagreement_rate"]
+        if counts[den]:
+            rows.append({"character_id": counts["character_id"], "character": counts["character"], "lora": "any",
+                         "reference": "scoring", "recogniser": "dlib≠sface", "matched": int(counts[num]),
+                         "scored": int(counts[den]), "rate": counts[num] / counts[den]})
+    return pd.DataFrame(rows, columns=FACE_MATCH_COLUMNS).astype({"rate": "float64"})
 
 
 def training_table(status: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +110,7 @@ def training_table(status: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFram
 
 def summary_table(headline: dict[str, float | None], totals: dict[str, int], checks: pd.DataFrame) -> pd.DataFrame:
     by_rate = {target.rate: target for target in CHECK_TARGETS}
-    passed = dict(zip(checks["check"], checks["passed"]))
+    passed = dict(zip(checks["check"], checks["passed"], strict=True))
     rows = []
     for name, (num, den) in RATES.items():
         target = by_rate.get(name)
@@ -111,10 +143,11 @@ def checks_table(
 def computed_check(
     target: CheckTarget, by_character: pd.DataFrame, headline: dict[str, float | None], totals: dict[str, int]
 ) -> CheckOutcome:
-    num, den = RATES[target.rate]
+    definition = DEFINITIONS[target.rate]
+    num, den = definition.numerator, definition.denominator
     value = headline[target.rate]
-    passed = value is None or value >= target.target
-    description = "nothing measured in the window" if value is None else f"{value:.1%} (target ≥ {target.target:.0%})"
+    passed, description = judge(Rate(totals[num], totals[den], population=totals[definition.population]),
+                                target.target)
     if target.check == "face_consistency":  # like the check: any character under target fails it too
         scored = by_character[by_character["scored_with_lora"] > 0]
         below = worst_characters(scored[scored["face_match_rate_with_lora"] < target.target])

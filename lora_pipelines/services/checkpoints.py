@@ -3,7 +3,7 @@
 Every checkpoint the GPU side returned is put in the object store beside the LoRA's key
 (`{jobId}.step{step:06d}.safetensors`), generated with on the model's LoRA route (the same code path generation
 uses: Modal endpoint or ComfyUI pod) on SAMPLE_PROMPTS with fixed seeds, so checkpoints and retrains of a character
-are compared on the same images, and scored by a `LikenessScorer` (faces/likeness_scoring.py). The best score
+are compared on the same images, and scored by a `LikenessScorer` (faces/likeness_scoring.py: held-out likeness). The best score
 (ties: the earlier step) is published; all scores go on the row (`validation`) and its score is the row's
 `validation_score`, which the quality gate compares between versions.
 
@@ -90,17 +90,20 @@ def checkpoints_to_train(ctx: PipelineContext, base_model: str) -> int:
     return ctx.settings.training_checkpoints
 
 
-def photo_scorer(ctx: PipelineContext, character) -> LikenessScorer | None:
-    """FaceSim against the character's photos. They are the training photos too (in-sample): until held-out photos
-    exist for a character this is the closest reference there is, and the near-copy penalty keeps a LoRA that
-    reproduces them from winning."""
-    from lora_pipelines.faces.likeness_scoring import FaceSimScorer
+def heldout_scorer(ctx: PipelineContext, character) -> LikenessScorer | None:
+    """Held-out likeness (faces/likeness.py) against the character's held-out photos, near copies of its training
+    photos scoring 0. A character with no held-out photo (no more usable photos than the training minimum) is scored
+    against its training photos, and the record says "in-sample"."""
+    from lora_pipelines.faces.likeness_scoring import HeldOutScorer
+    from lora_pipelines.services.references import load_references
 
-    photos = [(key.rsplit("/", 1)[-1], ctx.store.get_bytes(key)) for key in character.photo_keys]
-    try:
-        return FaceSimScorer.from_photos(photos, photos, reference=f"training photos ({len(photos)}, in-sample)")
-    except ValueError:
-        return None
+    references = load_references(ctx, character)
+    held_out, training = references.held_out.get("sface", []), references.in_sample.get("sface", [])
+    if held_out:
+        return HeldOutScorer(held_out, training, reference=f"held-out photos ({len(held_out)})")
+    if training:
+        return HeldOutScorer(training, training, reference=f"training photos ({len(training)}, in-sample)")
+    return None
 
 
 def _files(result: TrainingResult, final_step: int) -> list[CheckpointFile]:
@@ -161,7 +164,7 @@ def sample_lora_id(row_id: int, step: int) -> str:
 
 
 def choose_checkpoint(ctx: PipelineContext, row_id: int, result: TrainingResult, *,
-                      scorer_factory: ScorerFactory = photo_scorer) -> CheckpointChoice:
+                      scorer_factory: ScorerFactory = heldout_scorer) -> CheckpointChoice:
     """Score every checkpoint, record the scores on the row and return the best as the result to publish.
     Decided once per row: a re-run with the chosen file still in the store reuses the recorded choice."""
     repo = LoraModelsRepository(ctx.db)

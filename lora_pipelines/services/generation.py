@@ -12,12 +12,14 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from lora_pipelines.domain.keys import generation_output_key
-from lora_pipelines.domain.lora_selection import LoraSelection
+from lora_pipelines.domain.lora_selection import LORA_IGNORED, LORA_ROUTE_FAILED, LoraSelection
 from lora_pipelines.domain.model_registry import ModelEntry, Route, UnknownModelError, get_model
 from lora_pipelines.domain.prompts import InvalidPromptError, apply_trigger_word, clean_prompt
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.services.lora_files import is_pair, second_expert_ref
 from lora_pipelines.services.lora_lookup import get_lora_for_generation
+from lora_pipelines.services.references import training_photo_keys
 from lora_pipelines.services.scoring import score_job_output
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
@@ -72,6 +74,7 @@ def _lora_ref(ctx: PipelineContext, selection: LoraSelection, strengths: tuple[f
         lora_model_id=str(lora.id), url=ctx.store.presigned_url(lora.model_path), sha256=lora.sha256,
         base_model=lora.base_model, trigger_word=lora.trigger_word,
         strength_model=strengths[0], strength_clip=strengths[1],
+        second_expert=second_expert_ref(ctx, lora),
     )
 
 
@@ -117,6 +120,8 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
     with ExitStack() as in_use:
         if mode == "lora":
             lora = selection.lora
+            if is_pair(lora.base_model):  # use_lora places one file; a pair would be half applied
+                raise RuntimeError(f"workflow {route.target} takes one LoRA file; LoRA {lora.id} is an expert pair")
             # the file stays on the pod (never evicted) until ComfyUI has run the prompt
             in_use.enter_context(use_lora(
                 str(lora.id), lora.sha256, lambda dest: ctx.store.download_file(lora.model_path, dest),
@@ -125,7 +130,9 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
             workflow = insert_lora(workflow, f"{lora.id}.safetensors", strength_model, strength_clip)
         comfy.preflight(workflow)  # node types against /object_info, LoRA files against /models/loras
         prompt_id = comfy.queue_prompt(workflow)
-        comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
+        entry = comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
+        if mode == "lora" and (warning := _lora_not_loaded(entry, f"{selection.lora.id}.safetensors")):
+            raise LoraNotApplied(f"ComfyUI did not apply LoRA {selection.lora.id}: {warning}")
         images = comfy.fetch_outputs(prompt_id)
     if not images:
         raise RuntimeError(f"ComfyUI prompt {prompt_id} produced no image")
@@ -133,9 +140,28 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
                     lora_strength=strength_model if mode == "lora" else None)
 
 
+def _lora_not_loaded(entry: dict, lora_name: str) -> str | None:
+    """ComfyUI's "lora key not loaded" warning for this file among the prompt's messages, if it logged one."""
+    messages = ((entry or {}).get("status") or {}).get("messages") or []
+    for message in messages:
+        if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict):
+            text = str(message[1].get("message", ""))
+            if "lora key not loaded" in text and lora_name in text:
+                return text[:300]
+    return None
+
+
 def _render(ctx, route: Route, *args, **kwargs) -> Rendered:
     runner = _via_endpoint if route.kind == "modal_endpoint" else _via_comfyui
     return runner(ctx, route, *args, **kwargs)
+
+
+def _row_id(value) -> int | None:
+    """A lora_models id as the column takes it (selection's candidates carry the row id)."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> GenerationOutcome | None:
@@ -154,9 +180,10 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     selection = get_lora_for_generation(ctx, job.character_id, model.name, pinned_id=job.requested_lora_model_id)
     strengths = model.lora_strengths(job.requested_strength)
     reference, reference_error = None, None
-    if character and character.photo_keys:
+    swap_photos = training_photo_keys(ctx, character) if character and character.photo_keys else []
+    if swap_photos:  # a training photo: a held-out one would make its own score a copy
         try:
-            reference = ctx.store.get_bytes(character.photo_keys[0])
+            reference = ctx.store.get_bytes(swap_photos[0])
         except Exception as exc:  # noqa: BLE001 - an unreadable reference photo only skips face swap
             reference_error = f"{exc.__class__.__name__}: {exc}"[:500]
 
@@ -171,12 +198,14 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     attempts: list[RouteAttempt] = []
     rendered: Rendered | None = None
     mode = None
+    ignored = False
     for mode, route in chain:
         started = time.perf_counter()
         try:
             prompt = apply_trigger_word(job.prompt, selection.lora.trigger_word if mode == "lora" else None)
             rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference, strengths=strengths)
         except Exception as exc:  # noqa: BLE001 - any route failure falls back; the reason is kept on the job
+            ignored = ignored or isinstance(exc, LoraNotApplied)
             attempts.append(RouteAttempt(mode, _route_name(route), False, f"{exc.__class__.__name__}: {exc}"[:500],
                                          round((time.perf_counter() - started) * 1000, 1)))
             continue
@@ -187,7 +216,8 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     used_lora = rendered is not None and mode == "lora"
     skipped = None
     if not used_lora:
-        skipped = selection.reason or ("lora_route_failed" if selection.lora is not None else None)
+        skipped = selection.reason or ((LORA_IGNORED if ignored else LORA_ROUTE_FAILED)
+                                       if selection.lora is not None else None)
     lora_id = selection.lora.id if used_lora else None
     trigger = selection.lora.trigger_word if used_lora else None
     metadata = {
@@ -200,14 +230,17 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
         "requestedStrength": job.requested_strength,
         "loraStrengthModel": strengths[0] if used_lora else None,
         "loraStrengthClip": strengths[1] if used_lora else None,
+        "loraIdentity": selection.identity if used_lora else None,  # "unverified": the file names no owner
         "routes": [asdict(a) for a in attempts],
         "fallback": mode != "lora" and rendered is not None,
     }
     if reference_error:
         metadata["referencePhotoError"] = reference_error
+    candidate = selection.candidate.id if selection.candidate is not None else None
     if rendered is None:
         jobs.finish(job.id, "failed", error="every route failed: " + "; ".join(a.error or "" for a in attempts),
-                    input_metadata={**job.input_metadata, **metadata}, lora_skipped_reason=skipped)
+                    input_metadata={**job.input_metadata, **metadata}, lora_skipped_reason=skipped,
+                    lora_candidate_id=_row_id(candidate))
         return GenerationOutcome(job.id, "failed", None, None, None, skipped, attempts)
 
     key = generation_output_key(str(job.id), 0)
@@ -216,7 +249,8 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     jobs.finish(
         job.id, "succeeded", output_keys=[key], sent_prompt=rendered.sent_prompt, lora_model_id=lora_id,
         trigger_word=trigger, lora_skipped_reason=skipped, mode=mode, backend=rendered.backend,
-        input_metadata={**job.input_metadata, **metadata}, lora_strength=rendered.lora_strength if used_lora else None,
+        input_metadata={**job.input_metadata, **metadata}, lora_candidate_id=_row_id(candidate),
+        lora_strength=rendered.lora_strength if used_lora else None,
     )
     if character is not None:
         try:

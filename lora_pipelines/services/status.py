@@ -13,8 +13,16 @@ from lora_pipelines.store.lora_models import LoraModelsRepository
 def _lora(row, active: set[int] = frozenset()) -> dict:
     return {"id": row.id, "status": row.status, "base_model": row.base_model, "model_path": row.model_path,
             "model_url": row.model_url, "sha256": row.sha256, "trigger_word": row.trigger_word,
-            "size_bytes": row.size_bytes, "error": row.error, "active": row.id in active,
-            "validation_score": row.validation_score, "gate_reason": row.gate_reason}
+            "size_bytes": row.size_bytes, "error": row.error, "second_expert": _second_expert(row),
+            "active": row.id in active, "validation_score": row.validation_score, "gate_reason": row.gate_reason}
+
+
+def _second_expert(row) -> dict | None:
+    """The low_noise file of a Wan 2.2 14B pair (model_path is the high_noise one); None for a single file."""
+    if row.second_expert_path is None:
+        return None
+    return {"path": row.second_expert_path, "sha256": row.second_expert_sha256,
+            "size_bytes": row.second_expert_size_bytes}
 
 
 def _job(job) -> dict:
@@ -24,7 +32,11 @@ def _job(job) -> dict:
             "lora_model_id": job.lora_model_id, "trigger_word": job.trigger_word,
             "lora_skipped_reason": job.lora_skipped_reason, "mode": job.mode, "backend": job.backend,
             "output_keys": list(job.output_keys or []), "face_distance": job.face_distance,
-            "face_match": job.face_match, "routes": meta.get("routes", []), "error": job.error}
+            "face_match": job.face_match, "routes": meta.get("routes", []), "error": job.error,
+            "face_reference": job.face_reference, "sface_similarity": job.sface_similarity,
+            "sface_match": job.sface_match, "in_sample_face_match": job.in_sample_face_match,
+            "in_sample_sface_match": job.in_sample_sface_match, "lora_candidate_id": job.lora_candidate_id,
+            "lora_identity": meta.get("loraIdentity")}
 
 
 def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
@@ -40,5 +52,7 @@ def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
         ],
         "generation_jobs": [_job(j) for j in GenerationJobsRepository(ctx.db).list(limit=limit, newest_first=True)],
         "metrics": metrics.headline(ctx.db),
+        # held-out vs in-sample references, by dlib and by SFace, and where the two disagree
+        "face_match": metrics.face_match_summary(ctx.db),
         "user_satisfaction": feedback.summary(ctx.db),
     }

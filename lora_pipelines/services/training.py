@@ -15,12 +15,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from lora_pipelines.domain.base_models import lora_experts
 from lora_pipelines.domain.keys import dataset_prefix, lora_key
+from lora_pipelines.domain.lora_identity import LoraIdentity, identity_mismatches
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
 from lora_pipelines.services.checkpoints import checkpoints_to_train
 from lora_pipelines.services.context import PipelineContext
-from lora_pipelines.services.references import save_reference
+from lora_pipelines.services.references import References, save_references
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects.files import sha256_of_file
@@ -51,6 +53,7 @@ class DatasetDescriptor:
     dropped: list[dict] = field(default_factory=list)
     outliers: list[dict] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)  # usable photos kept out of training, for scoring only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,15 +99,16 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
     reused = _reuse_analysis(ctx, character, base_model)
     if reused is not None:
         return reused
+    photos = load_photos(ctx, character.photo_keys)
     dataset = build_training_dataset(
-        load_photos(ctx, character.photo_keys), trigger_word=character.trigger_word, analyzer=ctx.analyzer
+        photos, trigger_word=character.trigger_word, analyzer=ctx.analyzer, min_photos=ctx.settings.min_photos
     )
     prefix = dataset_prefix(base_model, str(character_id), dataset.dataset_hash)
     zip_bytes = dataset.to_zip_bytes()
     zip_key = f"{prefix}/dataset.zip"
     ctx.store.put_bytes(zip_key, zip_bytes, content_type="application/zip")
     ctx.store.put_bytes(f"{prefix}/manifest.json", json.dumps(dataset.manifest, indent=2, sort_keys=True).encode())
-    save_reference(ctx, character_id, [item.embedding for item in dataset.items])
+    save_references(ctx, character_id, _references(photos, dataset))
     descriptor = DatasetDescriptor(
         character_id=character_id,
         base_model=base_model,
@@ -113,14 +117,32 @@ def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) ->
         prefix=prefix,
         zip_key=zip_key,
         zip_sha256=hashlib.sha256(zip_bytes).hexdigest(),
-        usable=len(dataset.items),
+        usable=len(dataset.items) + len(dataset.held_out),  # held out only beyond the minimum: training still has it
         min_photos=ctx.settings.min_photos,
         dropped=[{"name": d.name, "reason": d.reason, "detail": d.detail} for d in dataset.dropped],
         outliers=[{"name": name, "distance": round(float(d), 4)} for name, d in dataset.identity.outliers],
         duplicates=[d.name for d in dataset.dropped if d.reason.startswith("near_duplicate")],
+        held_out=[h.name for h in dataset.held_out],
     )
     ctx.store.put_bytes(_analysis_key(character), json.dumps(descriptor.to_dict()).encode())
     return descriptor
+
+
+def _references(photos: list[tuple[str, bytes]], dataset) -> References:
+    """The faces scoring compares with: training photos (in-sample) and held-out ones, by dlib and SFace."""
+    from lora_pipelines.faces.recognisers import SFaceRecogniser, reference_embeddings
+
+    by_name = dict(photos)
+    sface = SFaceRecogniser()
+    training = [(item.name, by_name[item.name]) for item in dataset.items]
+    held = [(h.name, by_name[h.name]) for h in dataset.held_out]
+    return References(
+        in_sample={"dlib": [item.embedding for item in dataset.items],
+                   "sface": reference_embeddings(sface, training)[0]},
+        held_out={"dlib": [h.embedding for h in dataset.held_out], "sface": reference_embeddings(sface, held)[0]}
+        if held else {},
+        held_out_photos=[h.name for h in dataset.held_out],
+    )
 
 
 def dataset_is_trainable(descriptor: DatasetDescriptor) -> list[str]:
@@ -141,6 +163,7 @@ def _spec(ctx: PipelineContext, row, descriptor: DatasetDescriptor) -> TrainingS
         dataset_url=ctx.store.presigned_url(descriptor.zip_key, expires_seconds=24 * 3600),
         dataset_sha256=descriptor.zip_sha256,
         trigger_word=descriptor.trigger_word,
+        dataset_hash=descriptor.dataset_hash,
         output_key=lora_key(descriptor.base_model, str(descriptor.character_id), str(row.id)),
         steps=ctx.settings.training_steps,
         rank=ctx.settings.training_rank,
@@ -222,16 +245,42 @@ class ArtifactChecks:
     base_model_matches: bool
     checksum_matches: bool
     detail: dict
+    identity_matches: bool = True  # the file names no other character, trigger word or dataset than the row
 
     @property
     def passed(self) -> bool:
-        return self.header_valid and self.base_model_matches and self.checksum_matches
+        return self.header_valid and self.base_model_matches and self.checksum_matches and self.identity_matches
+
+
+def _check_identity(row, metadata: dict | None, detail: dict) -> bool:
+    """Whose LoRA the file says it is, against the row; recorded in `detail` (identity, identity_problems)."""
+    if metadata is None:
+        return False
+    identity = LoraIdentity.from_metadata(metadata)
+    problems = identity_mismatches(identity, character_id=row.character_id, trigger_word=row.trigger_word,
+                                   dataset_hash=row.dataset_hash)
+    detail["identity"] = identity.status
+    detail["file_character_id"] = identity.character_id
+    detail["file_trigger_word"] = identity.trigger_word
+    detail["file_dataset_hash"] = identity.dataset_hash
+    if problems:
+        detail["identity_problems"] = problems
+    return not problems
+
+
+def _has_expert_files(base_model: str, result: TrainingResult | None = None) -> bool:
+    """A two-expert LoRA (services/lora_files.py), or a result naming expert files."""
+    return bool(lora_experts(base_model)) or (result is not None and result.second_expert is not None)
 
 
 def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) -> ArtifactChecks:
     """Put the file at its key, verify it, and only then mark the row ready (otherwise failed)."""
     repo = LoraModelsRepository(ctx.db)
     row = repo.get(row_id)
+    if _has_expert_files(row.base_model, result):  # Wan 2.2 14B: two files, one LoRA
+        from lora_pipelines.services.lora_files import publish_pair
+
+        return publish_pair(ctx, row.id, result)
     key = lora_key(row.base_model, str(row.character_id), str(row.id))
     with tempfile.TemporaryDirectory(prefix="lora-artifact-") as tmp:
         local = Path(tmp) / f"{row.id}.safetensors"
@@ -246,7 +295,9 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             header_valid = True
             detail["detected_base_model"] = inspection.base_model
             detail["rank"] = inspection.rank
+            identity_ok = _check_identity(row, inspection.metadata, detail)
         except InvalidLoraFileError as exc:
+            identity_ok = False
             inspection = None
             header_valid = False
             detail["header_error"] = str(exc)
@@ -258,7 +309,7 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             stored_sha = ctx.store.sha256(key)
             detail["stored_sha256"] = stored_sha
             checksum_ok = stored_sha == result.sha256
-    checks = ArtifactChecks(header_valid, base_ok, checksum_ok, detail)
+    checks = ArtifactChecks(header_valid, base_ok, checksum_ok, detail, identity_ok)
     if checks.passed:
         info = ctx.store.stat(key)
         repo.transition(
@@ -266,7 +317,8 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
             size_bytes=info.size_bytes, error=None,
         )
     else:
-        outcomes = (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok))
+        outcomes = (("header", header_valid), ("base model", base_ok), ("checksum", checksum_ok),
+                    ("identity", identity_ok))
         failed = [name for name, ok in outcomes if not ok]
         repo.transition(row.id, "failed", error="artifact verification failed: " + ", ".join(failed))
     return checks
@@ -274,18 +326,23 @@ def publish_artifact(ctx: PipelineContext, row_id: int, result: TrainingResult) 
 
 def verify_ready_artifact(ctx: PipelineContext, row) -> ArtifactChecks:
     """Re-check a ready LoRA's stored file (a re-run of an already trained dataset trains nothing)."""
+    if _has_expert_files(row.base_model):
+        from lora_pipelines.services.lora_files import verify_ready_pair
+
+        return verify_ready_pair(ctx, row)
     detail: dict = {"object_key": row.model_path, "expected_sha256": row.sha256}
     with tempfile.TemporaryDirectory(prefix="lora-verify-") as tmp:
         local = Path(tmp) / "lora.safetensors"
         ctx.store.download_file(row.model_path, local)
         detail["stored_sha256"] = sha256_of_file(local)
         try:
-            detail["detected_base_model"] = inspect_lora_file(local).base_model
+            inspection = inspect_lora_file(local)
+            detail["detected_base_model"] = inspection.base_model
             header_valid = True
+            identity_ok = _check_identity(row, inspection.metadata, detail)
         except InvalidLoraFileError as exc:
-            header_valid = False
+            header_valid = identity_ok = False
             detail["header_error"] = str(exc)
-    return ArtifactChecks(
-        header_valid, detail.get("detected_base_model") == row.base_model, detail["stored_sha256"] == row.sha256, detail
-    )
+    base_ok = detail.get("detected_base_model") == row.base_model
+    return ArtifactChecks(header_valid, base_ok, detail["stored_sha256"] == row.sha256, detail, identity_ok)
 

@@ -45,6 +45,12 @@ class GenerationJob:
     face_distance: float | None
     face_match: bool | None
     face_count: int | None
+    face_reference: str | None
+    sface_similarity: float | None
+    sface_match: bool | None
+    in_sample_face_match: bool | None
+    in_sample_sface_match: bool | None
+    lora_candidate_id: int | None
     error: str | None
     attempts: int
     claimed_by: str | None
@@ -67,7 +73,8 @@ GENERATION_JOBS = Table(
 _UPDATABLE = frozenset(
     {
         "sent_prompt", "lora_model_id", "trigger_word", "lora_skipped_reason", "mode", "backend", "input_metadata",
-        "output_keys", "face_distance", "face_match", "face_count", "error", "lora_strength",
+        "output_keys", "face_distance", "face_match", "face_count", "error", "face_reference", "sface_similarity",
+        "sface_match", "in_sample_face_match", "in_sample_sface_match", "lora_candidate_id", "lora_strength",
     }
 )  # fmt: skip
 MAX_STRENGTH = 2.0  # ComfyUI takes -100..100; past about 2 a LoRA no longer keeps a face, it burns it
@@ -226,8 +233,13 @@ class GenerationJobsRepository:
         return update_locked(self.db, GENERATION_JOBS, job_id, merged)
 
     def record_face_score(self, job_id: int, distance: float | None, match: bool | None,
-                          face_count: int) -> GenerationJob:
-        return self.update_fields(job_id, face_distance=distance, face_match=match, face_count=face_count)
+                          face_count: int, **by_reference: Any) -> GenerationJob:
+        """dlib's distance, match and face count; `by_reference`: face_reference, sface_similarity, sface_match,
+        in_sample_face_match, in_sample_sface_match."""
+        only(by_reference, {"face_reference", "sface_similarity", "sface_match", "in_sample_face_match",
+                            "in_sample_sface_match"}, "generation_jobs")
+        return self.update_fields(job_id, face_distance=distance, face_match=match, face_count=face_count,
+                                  **by_reference)
 
     def requeue_stale(self, older_than: timedelta, max_attempts: int = 3, limit: int = 1000) -> list[int]:
         """Running jobs started before now - `older_than`: back to pending with attempts + 1, or failed

@@ -42,6 +42,9 @@ class LoraModel:
     model_url: str | None
     sha256: str | None
     size_bytes: int | None
+    second_expert_path: str | None  # the second file of a two-expert LoRA (lora_files); None for a single file
+    second_expert_sha256: str | None
+    second_expert_size_bytes: int | None
     gpu_call_id: str | None
     backend: str | None
     dataset_hash: str | None
@@ -71,6 +74,7 @@ _UPDATABLE = frozenset(
     {
         "training_model", "job_id", "model_path", "model_url", "sha256", "size_bytes", "gpu_call_id", "backend",
         "dataset_hash", "attempt", "error", "trigger_word", "training_started_at", "finished_at",
+        "second_expert_path", "second_expert_sha256", "second_expert_size_bytes",
         "validation_score", "validation", "gate_reason", "gated_at", "archived_at",
     }
 )  # fmt: skip

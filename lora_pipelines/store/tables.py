@@ -86,6 +86,10 @@ class LoraModelRow(_Timestamps, Base):
     model_url: Mapped[str | None] = mapped_column(sa.Text)
     sha256: Mapped[str | None] = mapped_column(sa.String(64))
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # the second file of a two-expert LoRA (Wan 2.2 14B: low_noise; model_path is the high_noise one), migration 0006
+    second_expert_path: Mapped[str | None] = mapped_column(sa.String(1024))
+    second_expert_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    second_expert_size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     gpu_call_id: Mapped[str | None] = mapped_column(sa.String(200))
     backend: Mapped[str | None] = mapped_column(sa.String(32))
     dataset_hash: Mapped[str | None] = mapped_column(sa.String(128))
@@ -128,6 +132,15 @@ class GenerationJobRow(_Timestamps, Base):
     face_distance: Mapped[float | None] = mapped_column(sa.Float)
     face_match: Mapped[bool | None] = mapped_column(sa.Boolean)
     face_count: Mapped[int | None] = mapped_column(sa.Integer)
+    # how the face match was measured (migration 0003): face_* and sface_* against held-out photos when the
+    # character has some, else its training photos (face_reference says which); in_sample_* always against
+    # the training photos
+    face_reference: Mapped[str | None] = mapped_column(sa.String(16))
+    sface_similarity: Mapped[float | None] = mapped_column(sa.Float)
+    sface_match: Mapped[bool | None] = mapped_column(sa.Boolean)
+    in_sample_face_match: Mapped[bool | None] = mapped_column(sa.Boolean)
+    in_sample_sface_match: Mapped[bool | None] = mapped_column(sa.Boolean)
+    lora_candidate_id: Mapped[int | None] = mapped_column(sa.Integer)  # the ready LoRA it could use, used or not
     error: Mapped[str | None] = mapped_column(sa.Text)
     attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     claimed_by: Mapped[str | None] = mapped_column(sa.String(200))

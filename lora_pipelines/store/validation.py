@@ -74,11 +74,15 @@ def check_fields(fields_: dict[str, Any], table: str) -> None:
             check_text(value, f"{table}.{name}")
         elif name in {"trigger_word"} and value is not None:
             validate_trigger_word(value)
-        elif name == "model_path" and value is not None:
+        elif name in {"model_path", "second_expert_path"} and value is not None:
             validate_key(value)
-        elif name == "sha256" and value is not None and not (isinstance(value, str) and _SHA256.match(value)):
-            raise ValueError(f"{table}.sha256 must be 64 lowercase hex digits")
-        elif name in {"size_bytes", "attempt", "attempts", "face_count", "lora_model_id"} and value is not None:
+        elif name in {"sha256", "second_expert_sha256"} and value is not None and not (
+                isinstance(value, str) and _SHA256.match(value)):
+            raise ValueError(f"{table}.{name} must be 64 lowercase hex digits")
+        elif name == "face_reference" and value not in (None, "held_out", "in_sample"):
+            raise ValueError(f"{table}.face_reference must be 'held_out' or 'in_sample', got {value!r}")
+        elif name in {"size_bytes", "second_expert_size_bytes", "attempt", "attempts", "face_count",
+                      "lora_model_id", "lora_candidate_id"} and value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{table}.{name} must be an integer >= 0, got {value!r}")
         elif name in {"training_started_at", "started_at", "finished_at", "gated_at", "archived_at",

@@ -45,7 +45,9 @@ def _cached_object_info() -> dict[str, Any]:
 
 
 def load_object_info() -> dict[str, Any]:
-    """Core nodes + the PuLID-Flux (ll) nodes, as `/object_info` returns them (a fresh copy; the cache stays untouched)."""
+    """Core nodes + the PuLID-Flux (ll) nodes, as `/object_info` returns them.
+
+    A fresh copy; the cache stays untouched."""
     return copy.deepcopy(_cached_object_info())
 
 

@@ -56,8 +56,9 @@ async def prompt(request: Request, sim: State, _plan=Depends(inject_faults("prom
         return JSONResponse({"error": {"type": "invalid_prompt", "message": "body is not JSON", "details": "",
                                        "extra_info": {}}, "node_errors": {}}, status_code=400)
     if not isinstance(body, dict) or "prompt" not in body:
-        return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided",
-                                       "extra_info": {}}, "node_errors": {}}, status_code=400)
+        return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided",
+                                       "details": "No prompt provided", "extra_info": {}}, "node_errors": {}},
+                            status_code=400)
     status, answer = await asyncio.to_thread(sim.comfy.submit, body["prompt"], body.get("client_id"))
     return JSONResponse(answer, status_code=status)
 

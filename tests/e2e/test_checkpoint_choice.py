@@ -26,7 +26,7 @@ def trained(faces_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_PIPELINES_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LORA_PIPELINES_SIM_GPU_URL", sim.url)
     monkeypatch.setenv("LORA_PIPELINES_MIN_PHOTOS", "4")
-    monkeypatch.setenv("LORA_PIPELINES_TRAINING_STEPS", "40")
+    monkeypatch.setenv("LORA_PIPELINES_TRAINING_STEPS", "600")
     ctx = PipelineContext.from_settings()
     ctx.db.upgrade()
     character, _ = add_character(ctx, "Matt", sorted((faces_dir / "matt_damon").iterdir()), lora_enabled=True)
@@ -44,21 +44,21 @@ def trained(faces_dir, tmp_path, monkeypatch):
 def test_a_lost_checkpoint_is_left_out_and_a_rerun_reuses_the_choice(trained):
     ctx, train, sim_home = trained
     row, result = train("flux")
-    assert [c.step for c in result.checkpoints] == [10, 20, 30, 40]
-    (sim_home / "trained" / f"{row.gpu_call_id}.step000030.safetensors").unlink()
+    assert [c.step for c in result.checkpoints] == [150, 300, 450, 600]
+    (sim_home / "trained" / f"{row.gpu_call_id}.step000450.safetensors").unlink()
 
     choice = choose_checkpoint(ctx, row.id, result)
 
-    lost = next(c for c in choice.checkpoints if c.step == 30)
+    lost = next(c for c in choice.checkpoints if c.step == 450)
     assert lost.likeness is None and lost.error.startswith("not fetched:")
-    scored = {c.step: c.likeness for c in choice.checkpoints if c.step != 30}
-    assert scored[10] < scored[20] < scored[40] and choice.chosen_step == 40
+    scored = {c.step: c.likeness for c in choice.checkpoints if c.step != 450}
+    assert scored[150] < scored[300] < scored[600] and choice.chosen_step == 600
     assert choice.result.sha256 == result.checkpoints[-1].sha256
     record = LoraModelsRepository(ctx.db).get(row.id).validation
-    assert record["chosen_step"] == 40 and len(record["checkpoints"]) == 4
+    assert record["chosen_step"] == 600 and len(record["checkpoints"]) == 4
 
     again = choose_checkpoint(ctx, row.id, result, scorer_factory=lambda *_: pytest.fail("scored twice"))
-    assert again.reused and again.chosen_step == 40 and again.result.sha256 == choice.result.sha256
+    assert again.reused and again.chosen_step == 600 and again.result.sha256 == choice.result.sha256
 
 
 def test_a_base_model_without_a_lora_surface_publishes_the_final_checkpoint_unscored(trained):
@@ -68,7 +68,7 @@ def test_a_base_model_without_a_lora_surface_publishes_the_final_checkpoint_unsc
 
     choice = choose_checkpoint(ctx, row.id, result)
 
-    assert choice.validation_score is None and choice.chosen_step == 40
+    assert choice.validation_score is None and choice.chosen_step == 600
     assert choice.reason == "no generation surface applies one-2.1 LoRAs: the final checkpoint, unscored"
     assert LoraModelsRepository(ctx.db).get(row.id).validation_score is None
 
@@ -94,5 +94,5 @@ def test_the_scorer_is_pluggable(trained):
 
     choice = choose_checkpoint(ctx, row.id, result, scorer_factory=lambda _ctx, _character: scorer)
 
-    assert scorer.calls == 4 and choice.chosen_step == 10 and choice.scorer == "earliest"
-    assert Path(ctx.gpu.loras_root, f"{row.id}.step000010.safetensors").exists()  # sampled on the pod
+    assert scorer.calls == 4 and choice.chosen_step == 150 and choice.scorer == "earliest"
+    assert Path(ctx.gpu.loras_root, f"{row.id}.step000150.safetensors").exists()  # sampled on the pod

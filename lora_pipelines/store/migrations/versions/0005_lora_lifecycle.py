@@ -6,7 +6,7 @@ when and why. generation_jobs: requested_lora_model_id / requested_strength (wha
 lora_strength (what was applied). generation_feedback: users' ratings of generated images.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0006
 Create Date: 2025-01-05
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
