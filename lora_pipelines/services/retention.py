@@ -69,11 +69,10 @@ def _ready_loras(ctx: PipelineContext) -> list[LoraModel]:
 
 
 def lora_files(ctx: PipelineContext, lora: LoraModel) -> list[str]:
-    """Every object of this LoRA: its file, a second expert's, kept checkpoints (`{jobId}.*` beside the key)."""
+    """Every object of this LoRA: its file (both of a pair), kept checkpoints (`{jobId}.*` beside the key)."""
     stem = lora_key(lora.base_model, str(lora.character_id), str(lora.id)).removesuffix("safetensors")
     keys = {info.key for info in ctx.store.list(stem)}
-    if lora.model_path:
-        keys.add(lora.model_path)
+    keys |= {k for k in (lora.model_path, lora.second_expert_path) if k}  # a Wan 2.2 pair's two files
     return sorted(keys)
 
 
