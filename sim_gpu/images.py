@@ -71,11 +71,14 @@ def _vary_face(rng: np.random.Generator, crop: np.ndarray, side: int, degradatio
 def synthesize(*, seed: int, width: int, height: int, face: np.ndarray | None, degradation: Degradation = "lora",
                info: dict[str, str] | None = None) -> bytes:
     """A PNG of a seeded scene, with `face` (HxWx3 uint8 crop) pasted in when given; deterministic per seed.
-    "copy" (an over-trained LoRA) is the crop itself filling the frame: a training photo come back."""
+    "copy" (an over-trained LoRA): `face` is a whole training photo, fitted into the frame, as it was."""
     rng = np.random.default_rng(seed)
     canvas = _background(rng, width, height)
-    if face is not None and degradation == "copy":
-        canvas = Image.fromarray(face).resize((width, height), Image.BICUBIC)
+    if face is not None and degradation == "copy":  # the whole photo, fitted into the frame
+        photo = Image.fromarray(face)
+        scale = min(width / photo.width, height / photo.height)
+        photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BICUBIC)
+        canvas.paste(photo, ((width - photo.width) // 2, (height - photo.height) // 2))
     elif face is not None:
         side = int(min(width, height) * rng.uniform(0.42, 0.6))
         angle = float(rng.uniform(-12, 12))

@@ -35,15 +35,16 @@ and the swapped output is degraded more than a LoRA image (sim_gpu/images.py "sw
 Standard generation, an untriggered or ignored LoRA, and a failed swap show a nobody face (w = 0).
 
 Over-training: past COPYING_FROM_STEPS_PER_PHOTO steps per training photo a LoRA starts to reproduce its photos, an
-image being one training crop as it was (filling the frame: sim_gpu/images.py "copy") with probability
+image being one of its training photos as it was (the LoRA file carries them, at most 384 px a side; sim_gpu/images.py
+"copy") with probability
 
-  copy_rate = clip((steps / photos - 250) / (600 - 250), 0, 1)
+  copy_rate = clip((steps / photos - 350) / (700 - 350), 0, 1)
 
-so 1000 steps on 4 photos never copy, 3000 steps on 4 photos copy at every image. With `training` above, this is
+so 1000 steps on 3 photos or more never copy, 1000 steps on one photo always do. With `training` above, this is
 what makes a training's checkpoints differ: under-trained early, copying when over-trained (issue 18's
-best-checkpoint choice is tested against it). A copy is a near copy of its training photo to SFace (FaceSim 0.89 to
-0.97 to the photo on ../shared/faces, where a generated blend scores at most 0.87), so held-out likeness, which
-scores a face at 0.9 or more to a training photo as 0, catches nearly all of them.
+best-checkpoint choice is tested against it). A copy is a near copy of its training photo to SFace (FaceSim 0.92 to
+0.99 on ../shared/faces, where a generated face blended from two crops scores at most 0.87), so held-out likeness,
+which scores a face at 0.9 or more to a training photo as 0, catches them.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ from dataclasses import dataclass
 import numpy as np
 
 NOISE = 0.04  # per-image spread of w: two images of one LoRA are never equally good
-COPYING_FROM_STEPS_PER_PHOTO = 250.0
-ALL_COPIES_STEPS_PER_PHOTO = 600.0
+COPYING_FROM_STEPS_PER_PHOTO = 350.0
+ALL_COPIES_STEPS_PER_PHOTO = 700.0
 DIVERSITY_DISTANCE = 0.4
 STEPS_SCALE = 300.0
 

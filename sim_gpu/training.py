@@ -136,6 +136,7 @@ class TrainingCalls:
             raise _Failed(
                 f"dataset checksum mismatch: expected {spec.dataset_sha256[:12]}…, got {sha256_hex(data)[:12]}…")
         faces, descriptors = _dataset_faces(data)
+        photos = _dataset_photos(data)
         call.progress = 10.0
         ticks = 10
         for i in range(ticks):
@@ -146,7 +147,7 @@ class TrainingCalls:
             if fail_reason and i == ticks // 2:
                 raise _Failed(fail_reason)
         # Wan 2.2 14B is two files (high_noise, low_noise), as ai-toolkit writes it; the first is the primary file
-        written = [self._write_file(call, base_url, faces, descriptors, expert, index)
+        written = [self._write_file(call, base_url, faces, descriptors, expert, index, photos=photos)
                    for index, expert in enumerate(lora_experts(spec.base_model) or (None,))]
         self._remember_character(spec.character_id, faces, descriptors)
         (expert, primary), *rest = written
@@ -157,7 +158,7 @@ class TrainingCalls:
         checkpoints = []
         if not rest and spec.checkpoints > 1:  # the earlier saves, then the final file as the last checkpoint
             checkpoints = [CheckpointFile(step=step, **self._write_file(call, base_url, faces, descriptors, None, 0,
-                                                                         step=step)[1])
+                                                                         step=step, photos=photos)[1])
                            for step in checkpoint_steps(spec.steps, spec.checkpoints)[:-1]]
             checkpoints.append(CheckpointFile(step=spec.steps, **primary))
         call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word, **primary,
@@ -166,7 +167,8 @@ class TrainingCalls:
         call.state, call.progress = "succeeded", 100.0
 
     def _write_file(self, call: TrainingCall, base_url: str, faces: list[np.ndarray], descriptors: list[np.ndarray],
-                    expert: str | None, index: int, step: int | None = None) -> tuple[str | None, dict]:
+                    expert: str | None, index: int, step: int | None = None,
+                    photos: list[bytes] | None = None) -> tuple[str | None, dict]:
         """One trained file on disk (the final one, or the checkpoint at `step`); returns (expert, its location
         fields of TrainingResult / ExpertFile / CheckpointFile)."""
         spec = call.spec
@@ -174,7 +176,8 @@ class TrainingCalls:
                                   steps=spec.steps if step is None else step, faces=faces,
                                   character_id=spec.character_id,
                                   seed=int(spec.dataset_sha256[:8], 16) + index, expert=expert,
-                                  dataset_hash=spec.dataset_hash, photos=len(faces), diversity=diversity(descriptors))
+                                  dataset_hash=spec.dataset_hash, photos=len(faces), diversity=diversity(descriptors),
+                                  photo_jpegs=photos or ())
         path = self.file_path(call.call_id, expert, step)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(payload)
@@ -243,3 +246,21 @@ def _dataset_faces(zip_bytes: bytes) -> tuple[list[np.ndarray], list[np.ndarray]
         if found is not None:
             descriptors.append(found.descriptor)
     return faces, descriptors
+
+
+COPY_PHOTO_SIDE = 384  # what an over-trained LoRA reproduces: SFace still finds the photo in it (FaceSim >= 0.92)
+
+
+def _dataset_photos(zip_bytes: bytes) -> list[bytes]:
+    """The training images themselves, at most COPY_PHOTO_SIDE pixels a side, as JPEG (what a LoRA can memorise)."""
+    archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
+    names = sorted(n for n in archive.namelist()
+                   if n.startswith("images/") and n.lower().endswith(IMAGE_SUFFIXES) and not n.endswith("/"))
+    photos = []
+    for name in names[:MAX_TRAINING_IMAGES]:
+        image = Image.open(io.BytesIO(archive.read(name))).convert("RGB")
+        image.thumbnail((COPY_PHOTO_SIDE, COPY_PHOTO_SIDE))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=92)
+        photos.append(out.getvalue())
+    return photos

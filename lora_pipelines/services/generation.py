@@ -68,8 +68,10 @@ def _seed(job_id: int) -> int:
     return (job_id * 2654435761) % (2**31)
 
 
-def _lora_ref(ctx: PipelineContext, selection: LoraSelection, strengths: tuple[float, float]) -> LoraRef:
+def _lora_ref(ctx: PipelineContext, selection: LoraSelection, model: ModelEntry,
+              strengths: tuple[float, float] | None = None) -> LoraRef:
     lora = selection.lora
+    strengths = strengths or model.lora_strengths()
     return LoraRef(
         lora_model_id=str(lora.id), url=ctx.store.presigned_url(lora.model_path), sha256=lora.sha256,
         base_model=lora.base_model, trigger_word=lora.trigger_word,
@@ -91,7 +93,7 @@ def _via_endpoint(ctx: PipelineContext, route: Route, mode: str, model: ModelEnt
             width=GENERATION_SIZE, height=GENERATION_SIZE, seed=seed,
         ))
     else:
-        lora = _lora_ref(ctx, selection, strengths or model.lora_strengths()) if mode == "lora" else None
+        lora = _lora_ref(ctx, selection, model, strengths) if mode == "lora" else None
         response = endpoints.generate(name, GenerateRequest(
             model=model.name, prompt=prompt, width=GENERATION_SIZE, height=GENERATION_SIZE, seed=seed, lora=lora,
         ))
