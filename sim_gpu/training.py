@@ -3,8 +3,9 @@
 A call runs in a background thread: fetch the dataset zip, verify its sha256, crop the faces, "train" for a
 configurable time with progress, write a valid LoRA file carrying the crops (for Wan 2.2 14B a high_noise +
 low_noise pair, as ai-toolkit writes it), and for a single-file LoRA one file per checkpoint the spec asks for, each
-recording its own step count (so its likeness is that of its training stage: sim_gpu/likeness.py). Finished calls are kept on disk under {home}/calls so a restarted service
-still answers for them; calls running at a restart are lost.
+recording its own step count (so its likeness is that of its training stage: sim_gpu/likeness.py). Finished calls
+are kept on disk under {home}/calls so a restarted service still answers for them; calls running at a restart are
+lost.
 """
 
 from __future__ import annotations

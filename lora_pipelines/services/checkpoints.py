@@ -3,8 +3,8 @@
 Every checkpoint the GPU side returned is put in the object store beside the LoRA's key
 (`{jobId}.step{step:06d}.safetensors`), generated with on the model's LoRA route (the same code path generation
 uses: Modal endpoint or ComfyUI pod) on SAMPLE_PROMPTS with fixed seeds, so checkpoints and retrains of a character
-are compared on the same images, and scored by a `LikenessScorer` (faces/likeness_scoring.py: held-out likeness). The best score
-(ties: the earlier step) is published; all scores go on the row (`validation`) and its score is the row's
+are compared on the same images, and scored by a `LikenessScorer` (faces/likeness_scoring.py: held-out likeness).
+The best score (ties: the earlier step) is published; all scores go on the row (`validation`) and its score is the row's
 `validation_score`, which the quality gate compares between versions.
 
 Nothing is scored when the base model has no LoRA generation surface (Wan) or the character has no usable
