@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lora_pipelines.domain.lora_versions import GATE_TOLERANCE
 from lora_pipelines.home import APP_DB_NAME, HomeLocation, locate_home
 
 GpuBackendName = Literal["simulated", "modal", "comfyui"]
@@ -51,6 +52,15 @@ class Settings(BaseSettings):
     generation_max_attempts: int = Field(default=3, ge=1)
     train_base_models: str = Field(
         default="z-image-turbo,flux,qwen-image", description="Base models every LoRA-enabled character is trained for.")
+    training_checkpoints: int = Field(
+        default=4, ge=1, le=10,
+        description="Checkpoints a training keeps (evenly spaced); the one with the best likeness is published.")
+    checkpoint_samples: int = Field(default=4, ge=1, le=16, description="Sample images scored per checkpoint.")
+    lora_gate_tolerance: float = Field(
+        default=GATE_TOLERANCE, ge=0, le=1,
+        description="A new LoRA replaces the active one only if its likeness is at least the active one's minus this.")
+    lora_retention_days: float = Field(
+        default=30.0, gt=0, description="Retention archives LoRAs not in use for longer than this many days.")
 
     @cached_property
     def home_location(self) -> HomeLocation:

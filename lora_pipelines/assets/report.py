@@ -94,4 +94,8 @@ def report_metadata(report: "QualityReport") -> dict[str, Any]:
     for name, value in report.headline.items():
         if value is not None:  # a float metadata value cannot be empty; nothing measured means no point
             metadata[name] = float(value)
+    if report.satisfaction is not None:
+        metadata["user_satisfaction_ratings"] = report.satisfaction.denominator
+        if report.satisfaction.value is not None:
+            metadata["user_satisfaction_rate"] = float(report.satisfaction.value)
     return metadata

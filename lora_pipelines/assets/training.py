@@ -6,6 +6,7 @@ from lora_pipelines.assets.metadata import character_label, image_md, inline_ima
 from lora_pipelines.partitions import character_model_partitions, split_partition_key
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services import training as svc
+from lora_pipelines.services.checkpoints import choose_checkpoint, discard_checkpoints
 from lora_pipelines.services.previews import dataset_crops, dataset_preview
 from lora_pipelines.services.training_state import record_dataset, record_preparing, record_run_failure
 
@@ -107,11 +108,36 @@ def trained_lora(
         # the row is final: retrying would only re-read the same failure
         raise dg.Failure(description=f"lora_models {row.id} failed: {failed.error}",
                          metadata={"lora_model_id": row.id, "error": failed.error or ""}, allow_retries=False)
+    choice = choose_checkpoint(ctx, row.id, result)
+    context.log.info(f"lora_models {row.id}: publishing the checkpoint of step {choice.chosen_step} "
+                     f"({choice.reason})")
     return dg.Output(
-        {"lora_model_id": row.id, "result": result.model_dump(), "already_ready": False},
-        metadata={"lora_model_id": row.id, "gpu_call_id": row.gpu_call_id or "", "sha256": result.sha256,
-                  "size_bytes": result.size_bytes, "backend": result.backend},
+        {"lora_model_id": row.id, "result": choice.result.model_dump(), "already_ready": False},
+        metadata={"lora_model_id": row.id, "gpu_call_id": row.gpu_call_id or "", "sha256": choice.result.sha256,
+                  "size_bytes": choice.result.size_bytes, "backend": result.backend,
+                  **checkpoint_metadata(choice)},
     )
+
+
+def checkpoint_metadata(choice) -> dict:
+    """Every checkpoint's likeness as a table and a small plot; the chosen step and its score."""
+    from lora_pipelines.reporting.checkpoint_plot import plot_checkpoint_likeness
+    from lora_pipelines.reporting.plots import png_data_uri
+
+    rows = [{"step": c.step, "likeness": None if c.likeness is None else f"{c.likeness:.3f}",
+             "faces": c.scores.faces if c.scores else None, "near_copies": c.scores.near_copies if c.scores else None,
+             "published": "yes" if c.step == choice.chosen_step else "", "error": c.error} for c in choice.checkpoints]
+    plot = plot_checkpoint_likeness([(c.step, c.likeness, c.scores.near_copies if c.scores else 0)
+                                     for c in choice.checkpoints], choice.chosen_step, choice.reference)
+    score = choice.validation_score
+    return {
+        "chosen_step": choice.chosen_step,
+        "validation_score": dg.MetadataValue.null() if score is None else dg.MetadataValue.float(score),
+        "checkpoint_choice": choice.reason,
+        "likeness_reference": choice.reference or "",
+        "checkpoint_scores": string_table(rows, ["step", "likeness", "faces", "near_copies", "published", "error"]),
+        "checkpoint_plot": dg.MetadataValue.md(f"![checkpoint likeness]({png_data_uri(plot)})"),
+    }
 
 
 @dg.asset(
@@ -128,6 +154,9 @@ def trained_lora(
         dg.AssetCheckSpec("identity_matches", asset="lora_artifact", blocking=True,
                           description="The file's own character id, trigger word and dataset hash "
                                       "(lora_pipelines.* metadata) are the row's."),
+        dg.AssetCheckSpec("not_worse_than_active", asset="lora_artifact",
+                          description="The quality gate: a new LoRA replaces the one in use only if its likeness is "
+                                      "at least the active one's minus the tolerance; both scores shown."),
     ],
 )
 def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipeline: PipelineResource):
@@ -144,6 +173,8 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
     else:
         checks = svc.publish_artifact(ctx, row_id, TrainingResult.model_validate(trained_lora["result"]))
     row = LoraModelsRepository(ctx.db).get(row_id)
+    if row.status == "ready":
+        discard_checkpoints(ctx, row_id)  # the published one is at the LoRA's key now
     # a two-expert LoRA (Wan 2.2 14B): model_path is the high_noise file, these the low_noise one
     second = checks.detail.get("second_expert") or {}
     second_file = {"second_expert_path": row.second_expert_path or "",
@@ -174,3 +205,27 @@ def lora_artifact(context: dg.AssetExecutionContext, trained_lora: dict, pipelin
                   "file": dg.MetadataValue.json({k: checks.detail.get(f"file_{k}")
                                                  for k in ("character_id", "trigger_word", "dataset_hash")}),
                   "identity": str(checks.detail.get("identity"))})
+    yield quality_gate_result(ctx, row)
+
+
+def quality_gate_result(ctx, row) -> dg.AssetCheckResult:
+    """The quality gate's decision on a ready LoRA (made once, on the row), as the not_worse_than_active check."""
+    from lora_pipelines.services.lora_versions import apply_quality_gate
+
+    if row.status != "ready":
+        return dg.AssetCheckResult(check_name="not_worse_than_active", passed=False,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"LoRA {row.id} is {row.status}: no version to compare")
+    decision, row = apply_quality_gate(ctx, row.id)
+
+    def score(value):
+        return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(value)
+
+    return dg.AssetCheckResult(
+        check_name="not_worse_than_active", passed=decision.activate, severity=dg.AssetCheckSeverity.WARN,
+        description=("active: " if decision.activate else "kept ready, not active: ") + decision.reason,
+        metadata={"lora_model_id": row.id, "validation_score": score(decision.new_score),
+                  "active_lora_model_id": decision.active_id if decision.active_id is not None
+                  else dg.MetadataValue.null(),
+                  "active_validation_score": score(decision.active_score), "tolerance": decision.tolerance,
+                  "activated": decision.activate})

@@ -36,6 +36,10 @@ def demo(home: Path | None) -> None:
     click.echo(f"face match without LoRA:      {_pct(m['face_match_rate_without_lora'])}")
     click.echo(f"generation success rate:      {_pct(m['generation_success_rate'])}")
     click.echo(f"fallback success rate:        {_pct(m['fallback_success_rate'])}")
+    u = result.get("user_satisfaction")
+    if u is not None:
+        click.echo(f"users reporting better:       {_pct(u['rate'])} of {u['ratings']} ratings of LoRA generations "
+                   f"(target {u['target']:.0%})")
     click.echo("")
     click.echo("face match per character (dlib / sface; held-out photos were never trained on):")
     for name, split in result["characters"].items():

@@ -1,4 +1,5 @@
-"""`lora-pipelines generate --character ID --model MODEL --prompt TEXT [--count N] [--wait]`."""
+"""`lora-pipelines generate --character ID --model MODEL --prompt TEXT [--count N] [--strength S] [--lora ID]
+[--wait]`."""
 
 from __future__ import annotations
 
@@ -18,16 +19,23 @@ import click
                    "checks), wait, and print each job with its output URLs.")
 @click.option("--timeout", default=600.0, show_default=True, type=float,
               help="Seconds --wait may take, waiting also for jobs another run claimed first.")
-def generate(character_id: int, model: str, prompt: str, count: int, wait: bool, timeout: float) -> None:
+@click.option("--strength", type=float, default=None,
+              help="LoRA strength from 0 to 2 (default: the model's, see docs). The CLIP strength is scaled alike.")
+@click.option("--lora", "lora_id", type=int, default=None,
+              help="Use this LoRA (a ready one of the character, for the model's base model), not the active one.")
+def generate(character_id: int, model: str, prompt: str, count: int, wait: bool, timeout: float,
+             strength: float | None, lora_id: int | None) -> None:
     """Enqueue generation jobs for a character."""
     from lora_pipelines.domain.model_registry import UnknownModelError, get_model
     from lora_pipelines.domain.prompts import apply_trigger_word
+    from lora_pipelines.services.enqueue import GenerationRequestError, enqueue_generations
     from lora_pipelines.store.characters import CharactersRepository
-    from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+    from lora_pipelines.store.generation_jobs import GenerationJobsRepository, check_strength
 
     try:
         get_model(model)
         apply_trigger_word(prompt, None)
+        check_strength(strength)
     except (UnknownModelError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     from lora_pipelines.cli.context import open_context
@@ -36,7 +44,10 @@ def generate(character_id: int, model: str, prompt: str, count: int, wait: bool,
     if CharactersRepository(ctx.db).get(character_id) is None:
         raise click.ClickException(f"character {character_id} does not exist")
     jobs = GenerationJobsRepository(ctx.db)
-    ids = jobs.enqueue(character_id, model, prompt, count=count)
+    try:
+        ids = enqueue_generations(ctx, character_id, model, prompt, count, strength=strength, lora_id=lora_id)
+    except GenerationRequestError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"enqueued generation jobs {', '.join(map(str, ids))}")
     if not wait:
         click.echo("the pending_generations sensor runs them (`dagster dev` or dagster-daemon); "
@@ -71,6 +82,8 @@ def generate(character_id: int, model: str, prompt: str, count: int, wait: bool,
             "id": job.id, "status": job.status, "mode": job.mode, "lora_model_id": job.lora_model_id,
             "trigger_word": job.trigger_word, "lora_skipped_reason": job.lora_skipped_reason,
             "prompt": job.sent_prompt, "output_keys": job.output_keys,
+            "requested_lora_model_id": job.requested_lora_model_id, "requested_strength": job.requested_strength,
+            "lora_strength": job.lora_strength,
             "output_uris": [ctx.store.uri(k) for k in job.output_keys],
             "output_urls": output_urls(ctx.store, list(job.output_keys)), "face_match": job.face_match,
             "error": job.error, "dagster_run_id": result.run_id,

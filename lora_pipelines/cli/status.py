@@ -53,6 +53,9 @@ def status(as_json: bool, limit: int) -> None:
                  f"{_pct(f[lora][kind]['sface']['rate'])}" for kind in ("held_out", "in_sample")]
         click.echo(f"face match {lora.replace('_', ' ')}: " + " · ".join(parts))
     click.echo(f"dlib and sface disagree on {_pct(f['recogniser_disagreement']['rate'])} of scored jobs")
+    u = data["user_satisfaction"]
+    click.echo(f"users reporting better consistency with LoRA: {_pct(u['rate'])} of {u['ratings']} rating"
+               f"{'' if u['ratings'] == 1 else 's'} in {u['window_days']:g} days (target {u['target']:.0%})")
 
 
 def training_cell(character: dict) -> str:

@@ -40,6 +40,7 @@ def test_six_photos_of_one_person_give_a_ready_lora_that_inspect_lora_identifies
     assert {name: c.passed for name, c in checks.items()} == {
         "enough_photos": True, "single_identity": True, "no_duplicates": True,
         "header_valid": True, "base_model_matches": True, "checksum_matches": True, "identity_matches": True,
+        "not_worse_than_active": True,
     }
     [row] = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "flux")
     dataset = result.output_for_node("training_dataset")

@@ -12,9 +12,10 @@ from lora_pipelines.cli import main
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.tables import Base
 
-HEAD = "0004"  # the newest revision: 0004 (character management) chains after 0006 (LoRA expert pair)
+HEAD = "0005"  # the newest revision: 0003 → 0006 (LoRA expert pair) → 0004 (character management) → 0005 (lifecycle)
 
-APP_TABLES = {"characters", "lora_models", "generation_jobs", "training_states"}
+APP_TABLES = {"characters", "lora_models", "generation_jobs", "training_states", "lora_activations",
+              "generation_feedback"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
