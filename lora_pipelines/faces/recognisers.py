@@ -57,20 +57,27 @@ def _as_image(image: ImageInput, name: str) -> Image.Image:
     return image
 
 
-class DlibRecogniser:
-    name = "dlib"
-    metric: Literal["distance", "cosine"] = "distance"
+class _AnalyzerRecogniser:
+    """Embedding through an analyzer (detection on a copy at most `detect_max_side` px), judged at `threshold`."""
 
-    def __init__(
-        self, analyzer: FaceAnalyzer | None = None, *, threshold: float = GLOBAL_THRESHOLD, detect_max_side: int = 800
-    ) -> None:
-        self.analyzer = analyzer or default_analyzer()
+    def __init__(self, analyzer, *, threshold: float, detect_max_side: int) -> None:
+        self.analyzer = analyzer
         self.threshold = threshold
         self.detect_max_side = detect_max_side
 
     def embed(self, image: ImageInput, *, name: str = "image") -> list[FaceVector]:
         faces = self.analyzer.analyze(_as_image(image, name), detect_max_side=self.detect_max_side)
         return [FaceVector(f.box, f.embedding, f.score) for f in faces]
+
+
+class DlibRecogniser(_AnalyzerRecogniser):
+    name = "dlib"
+    metric: Literal["distance", "cosine"] = "distance"
+
+    def __init__(
+        self, analyzer: FaceAnalyzer | None = None, *, threshold: float = GLOBAL_THRESHOLD, detect_max_side: int = 800
+    ) -> None:
+        super().__init__(analyzer or default_analyzer(), threshold=threshold, detect_max_side=detect_max_side)
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
         return face_distance(a, b)
@@ -79,20 +86,14 @@ class DlibRecogniser:
         return score <= self.threshold
 
 
-class SFaceRecogniser:
+class SFaceRecogniser(_AnalyzerRecogniser):
     name = "sface"
     metric: Literal["distance", "cosine"] = "cosine"
 
     def __init__(
         self, analyzer: SFaceAnalyzer | None = None, *, threshold: float = SFACE_THRESHOLD, detect_max_side: int = 640
     ) -> None:
-        self.analyzer = analyzer or default_sface_analyzer()
-        self.threshold = threshold
-        self.detect_max_side = detect_max_side
-
-    def embed(self, image: ImageInput, *, name: str = "image") -> list[FaceVector]:
-        faces = self.analyzer.analyze(_as_image(image, name), detect_max_side=self.detect_max_side)
-        return [FaceVector(f.box, f.embedding, f.score) for f in faces]
+        super().__init__(analyzer or default_sface_analyzer(), threshold=threshold, detect_max_side=detect_max_side)
 
     def score(self, a: np.ndarray, b: np.ndarray) -> float:
         return cosine_similarity(a, b)
