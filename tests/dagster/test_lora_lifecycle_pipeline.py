@@ -57,7 +57,7 @@ def test_the_published_checkpoint_is_the_best_likeness_not_the_over_trained_last
         [world.ctx.store.stat(row.model_path)]  # the other checkpoints are gone from the store
     assert not list((world.home / "sim_gpu" / "trained").glob(f"{row.gpu_call_id}.step*"))
 
-    metadata = result.asset_materializations_for_node("trained_lora")[0].metadata
+    metadata = result.asset_materializations_for_node("lora_artifact")[0].metadata  # the finishing step chose it
     assert metadata["chosen_step"].value == chosen
     assert [r.data["step"] for r in metadata["checkpoint_scores"].records] == ["750", "1500", "2250", "3000"]
     assert metadata["checkpoint_plot"].md_str.startswith("![checkpoint likeness](data:image/png;base64,")
