@@ -33,9 +33,10 @@ test: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
-# loads lora_pipelines.definitions the way `dagster dev` does ([tool.dg] in pyproject.toml)
+# loads lora_pipelines.definitions the way `dagster dev` does ([tool.dg] in pyproject.toml); VIRTUAL_ENV tells dg
+# that .venv is the active environment (otherwise it warns that they differ)
 check-defs: $(TEST_STAMP)
-	$(BIN)/dg check defs
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg check defs
 
 ui: $(APP_STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.lora_pipelines/dagster_home} $(BIN)/dagster dev -w workspace.yaml

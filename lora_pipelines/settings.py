@@ -10,6 +10,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lora_pipelines.domain.lora_versions import GATE_TOLERANCE
+from lora_pipelines.home import APP_DB_NAME, HomeLocation, locate_home
+
 GpuBackendName = Literal["simulated", "modal", "comfyui"]
 
 
@@ -18,7 +21,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LORA_PIPELINES_", extra="ignore")
 
-    home: Path = Field(default=Path("./.lora_pipelines"), description="Root of every embedded default.")
+    home: Path | None = Field(
+        default=None, description="Root of every embedded default; found from the current folder when unset (home.py).")
     database_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL (it may hold a password); SQLite under home when unset.")
     store_url: str | None = Field(
@@ -56,16 +60,34 @@ class Settings(BaseSettings):
     generation_max_attempts: int = Field(default=3, ge=1)
     train_base_models: str = Field(
         default="z-image-turbo,flux,qwen-image", description="Base models every LoRA-enabled character is trained for.")
+    training_checkpoints: int = Field(
+        default=4, ge=1, le=10,
+        description="Checkpoints a training keeps (evenly spaced); the one with the best likeness is published.")
+    checkpoint_samples: int = Field(default=4, ge=1, le=16, description="Sample images scored per checkpoint.")
+    lora_gate_tolerance: float = Field(
+        default=GATE_TOLERANCE, ge=0, le=1,
+        description="A new LoRA replaces the active one only if its likeness is at least the active one's minus this.")
+    lora_retention_days: float = Field(
+        default=30.0, gt=0, description="Retention archives LoRAs not in use for longer than this many days.")
 
     @cached_property
+    def home_location(self) -> HomeLocation:
+        return locate_home(self.home)
+
+    @property
     def resolved_home(self) -> Path:
-        return self.home.expanduser().resolve()
+        return self.home_location.path
+
+    @property
+    def default_database_path(self) -> Path | None:
+        """The SQLite file of the embedded default, or None when LORA_PIPELINES_DATABASE_URL is set."""
+        return None if self.database_url is not None else self.resolved_home / APP_DB_NAME
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url is not None:
             return self.database_url.get_secret_value()
-        return f"sqlite:///{self.resolved_home / 'app.db'}"
+        return f"sqlite:///{self.resolved_home / APP_DB_NAME}"
 
     @property
     def resolved_store_url(self) -> str:
@@ -73,7 +95,10 @@ class Settings(BaseSettings):
 
     @property
     def train_base_model_list(self) -> list[str]:
-        return [name.strip() for name in self.train_base_models.split(",") if name.strip()]
+        from lora_pipelines.domain.base_models import validate_base_model
+
+        names = [validate_base_model(name.strip()) for name in self.train_base_models.split(",") if name.strip()]
+        return list(dict.fromkeys(names))
 
     @property
     def dagster_home(self) -> Path:

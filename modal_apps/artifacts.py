@@ -191,3 +191,37 @@ def read_volume_lora(volume_root: Path, volume_path: str, offset: int = 0, lengt
     with os.fdopen(fd, "rb") as f:
         f.seek(offset)
         return f.read(length)
+
+
+# ---- removing a LoRA's volume copies (retention archived it)
+
+MAX_REMOVE_KEYS = 100
+
+
+def remove_volume_loras(volume_root: Path, keys: list[str]) -> list[str]:
+    """Delete each `loras/....safetensors` key's copy on the volume (and a training result marker beside it).
+    Returns the keys whose file was there; a missing file is not an error."""
+    from lora_pipelines.domain.keys import validate_key
+
+    if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_REMOVE_KEYS:
+        raise ValueError(f"keys must be a list of 1 to {MAX_REMOVE_KEYS} object keys")
+    paths = []
+    for key in keys:
+        validate_key(key)
+        if not key.startswith("loras/"):
+            raise VolumePathError(f"{key!r} is not a LoRA key (loras/...)")
+        try:
+            paths.append((key, resolve_volume_lora(volume_root, key)))  # refuses non-.safetensors and escapes
+        except FileNotFoundError:
+            continue
+    removed = []
+    for key, path in paths:
+        path.unlink(missing_ok=True)
+        _result_marker_of(path).unlink(missing_ok=True)
+        removed.append(key)
+    return removed
+
+
+def _result_marker_of(path: Path) -> Path:
+    """training_job.py keeps `{file}.result.json` beside the primary file of a finished training."""
+    return path.with_name(path.name + ".result.json")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_pipelines.domain.base_models import lora_experts
+from lora_pipelines.domain.checkpoints import save_every
 from lora_pipelines.gpu.schemas import TrainingSpec
 from modal_apps import pins
 
@@ -82,7 +83,8 @@ def job_name(spec: TrainingSpec) -> str:
 
 
 def build_trainer_config(spec: TrainingSpec, *, dataset_dir: Path, output_dir: Path) -> dict[str, Any]:
-    """The ai-toolkit job for `spec`: one `sd_trainer` process, sampling off, one save at the last step."""
+    """The ai-toolkit job for `spec`: one `sd_trainer` process, sampling off, `spec.checkpoints` saves (every
+    ceil(steps / checkpoints) steps plus the final file; one save, the final, for a two-expert LoRA)."""
     profile = MODEL_PROFILES.get(spec.base_model)
     if profile is None:
         raise ValueError(
@@ -117,7 +119,11 @@ def build_trainer_config(spec: TrainingSpec, *, dataset_dir: Path, output_dir: P
         # ai-toolkit adds the trigger word to captions that lack it and replaces "[trigger]".
         "trigger_word": spec.trigger_word,
         "network": {"type": "lora", "linear": spec.rank, "linear_alpha": spec.rank},
-        "save": {"dtype": "float16", "save_every": spec.steps, "max_step_saves_to_keep": 1},
+        # ai-toolkit saves `{name}_{step:09d}` at every multiple of save_every below `steps` (jobs/process/
+        # BaseSDTrainProcess.py: is_save_step) and `{name}` at the end; clean_up_saves keeps the newest
+        # max_step_saves_to_keep step saves. save_every = steps: the final file only.
+        "save": {"dtype": "float16", "save_every": save_every(spec.steps, _checkpoints(spec)),
+                 "max_step_saves_to_keep": _checkpoints(spec)},
         "datasets": [dataset],
         "train": train,
         "model": dict(profile["model"]),
@@ -133,6 +139,20 @@ def build_trainer_config(spec: TrainingSpec, *, dataset_dir: Path, output_dir: P
             "base_model": spec.base_model,
         },
     }
+
+
+def _checkpoints(spec: TrainingSpec) -> int:
+    """Checkpoints of a single-file LoRA; a two-expert one keeps its final pair only."""
+    return 1 if lora_experts(spec.base_model) else spec.checkpoints
+
+
+def find_step_saves(output_dir: Path, name: str) -> list[tuple[int, Path]]:
+    """ai-toolkit's step saves of a single-file LoRA, `{name}_{step:09d}.safetensors`, oldest first."""
+    folder = output_dir / name
+    pattern = re.compile(rf"^{re.escape(name)}_(\d{{9}})\.safetensors$")
+    found = [(int(m.group(1)), p) for p in (folder.glob("*.safetensors") if folder.is_dir() else [])
+             if (m := pattern.match(p.name))]
+    return sorted(found)
 
 
 def config_yaml(config: dict[str, Any]) -> str:

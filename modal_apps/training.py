@@ -20,6 +20,7 @@ from modal_apps import pins
 APP_NAME = "lora-training"  # = lora_pipelines.settings.Settings.modal_training_app
 FUNCTION_NAME = "train_lora"  # = Settings.modal_training_function
 READ_FUNCTION_NAME = "read_lora"  # = ModalTrainingBackend(read_function=...)
+REMOVE_FUNCTION_NAME = "remove_lora"  # = lora_pipelines.gpu.modal_backend.REMOVE_FUNCTION
 PROGRESS_DICT = "lora-training-progress"
 LORA_VOLUME = "lora-pipelines-loras"
 HF_CACHE_VOLUME = "lora-pipelines-hf-cache"
@@ -124,3 +125,16 @@ def read_lora(volume_path: str, offset: int = 0, length: int = 32 * 1024 * 1024)
     if offset == 0:
         lora_volume.reload()  # a warm container sees what train_lora committed after it started only after a reload
     return read_volume_lora(Path(LORA_ROOT), volume_path, offset, length)
+
+
+@app.function(image=reader_image, cpu=0.25, memory=512, timeout=5 * 60, volumes={LORA_ROOT: lora_volume})
+def remove_lora(keys: list[str]) -> list[str]:
+    """Delete the volume copies of an archived LoRA (`loras/....safetensors` keys); returns those that were there."""
+    from pathlib import Path
+
+    from modal_apps.artifacts import remove_volume_loras
+
+    lora_volume.reload()
+    removed = remove_volume_loras(Path(LORA_ROOT), keys)
+    lora_volume.commit()
+    return removed

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lora_pipelines.domain.base_models import lora_experts
+from lora_pipelines.domain.checkpoints import checkpoint_key
 from lora_pipelines.domain.keys import expert_key
-from lora_pipelines.gpu.schemas import ExpertFile, TrainingResult, TrainingSpec
+from lora_pipelines.gpu.schemas import CheckpointFile, ExpertFile, TrainingResult, TrainingSpec
 from modal_apps import artifacts, trainer_config
 from modal_apps.dataset import prepare_dataset
 from modal_apps.transfer import sha256_file
@@ -61,6 +62,18 @@ def _previous_result(spec: TrainingSpec, volume_root: Path) -> dict[str, Any] | 
     return result
 
 
+def _checkpoint(spec: TrainingSpec, step: int, path: Path, volume_root: Path,
+                uploader: artifacts.Uploader | None) -> CheckpointFile:
+    """One step save: header fixed up (its own step count), kept on the volume and uploaded at its checkpoint key."""
+    final = artifacts.finalize_lora(path, base_model=spec.base_model, trigger_word=spec.trigger_word, rank=spec.rank,
+                                    steps=step)
+    published = artifacts.publish(final, output_key=checkpoint_key(spec.output_key, step), volume_root=volume_root,
+                                  uploader=uploader)
+    return CheckpointFile(step=step, sha256=final.sha256, size_bytes=final.size_bytes,
+                          object_key=published.object_key, volume_path=str(published.volume_path),
+                          upload_error=published.upload_error)
+
+
 def run_training(
     spec_input: TrainingSpec | dict[str, Any],
     *,
@@ -99,6 +112,8 @@ def run_training(
 
     trainer.run(config, work_dir=job_dir, on_step=on_step)
     trained = trainer_config.find_trained_loras(output_dir, name, spec.base_model)
+    step_saves = [] if lora_experts(spec.base_model) or spec.checkpoints == 1 else \
+        trainer_config.find_step_saves(output_dir, name)
     on_progress("running", _TRAINING_DONE)
 
     finals = [(expert, artifacts.finalize_lora(path, base_model=spec.base_model, trigger_word=spec.trigger_word,
@@ -121,6 +136,11 @@ def run_training(
         second = ExpertFile(expert=second_expert, sha256=second_final.sha256, size_bytes=second_final.size_bytes,
                             object_key=second_published.object_key, volume_path=str(second_published.volume_path),
                             upload_error=second_published.upload_error)
+    checkpoints = [_checkpoint(spec, step, path, volume_root, uploader) for step, path in step_saves]
+    if checkpoints:  # the final file is the last checkpoint
+        checkpoints.append(CheckpointFile(step=spec.steps, sha256=final.sha256, size_bytes=final.size_bytes,
+                                          object_key=primary.object_key, volume_path=str(primary.volume_path),
+                                          upload_error=primary.upload_error))
     upload_error = setup_error or next((p.upload_error for _, _, p in published if p.upload_error), None)
     result = TrainingResult(
         base_model=spec.base_model,
@@ -133,6 +153,7 @@ def run_training(
         backend="modal",
         expert=expert,
         second_expert=second,
+        checkpoints=checkpoints,
     ).model_dump(mode="json")
     if all(p.object_key is not None for _, _, p in published):
         # Only a fully published artifact is reused by a retry; a failed upload is tried again.

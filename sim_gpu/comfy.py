@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_pipelines.workflows.model_files import UNET_BASE_MODEL
-from sim_gpu.likeness import lora_weight
+from sim_gpu.likeness import copy_rate, lora_weight
 from sim_gpu.studio import LoraRejected, Studio, is_triggered, read_lora, seed_for
 
 LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
@@ -89,7 +89,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
     latent = next((n["inputs"] for n in prompt.values() if n.get("class_type") in LATENTS), {})
     width, height = int(latent.get("width", 1024)), int(latent.get("height", 1024))
 
-    identity, weight, lora_info = [], 0.0, []
+    identity, weight, copies, photos, lora_info = [], 0.0, 0.0, (), []
     for nid in chain:
         node = prompt[nid]
         if node["class_type"] not in LORA_LOADERS:
@@ -116,7 +116,7 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
         if triggered:
             loaded = lora_weight(lora.traits, strength=strength, applied=True)
             if loaded > weight:  # of several LoRAs, the strongest decides whose face it is
-                identity, weight = list(lora.faces), loaded
+                identity, weight, copies, photos = list(lora.faces), loaded, copy_rate(lora.traits), lora.photos
 
     reference = None
     pulid = next((nid for nid in chain if prompt[nid]["class_type"] == "ApplyPulidFlux"), None)
@@ -139,7 +139,8 @@ def execute(prompt: Mapping[str, Any], output_ids: list[str], *, studio: Studio,
             "pulid": "yes" if pulid else "no"}
     for index, output_id in enumerate(output_ids):
         png, shown = studio.render(seed=seed_for(seed, index, positive), width=width, height=height, identity=identity,
-                                   weight=weight, reference=reference, info=info)
+                                   weight=weight, reference=reference, info=info, copy_rate=copies,
+                                   copy_from=photos)
         run.images.append((output_id, png))
     run.messages.append(["sim_info", {"backend": "simulated", "base_model": base_model, "loras": lora_info,
                                       "face": shown if output_ids else None}])

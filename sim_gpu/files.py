@@ -14,6 +14,7 @@ import numpy as np
 from lora_pipelines.domain.lora_format import lora_tensor_shapes, trainer_metadata
 
 FACE_TENSOR_PREFIX = "sim.faces."
+PHOTO_TENSOR_PREFIX = "sim.photos."  # the training photos themselves (JPEG bytes), what an over-trained LoRA copies
 SIM_SOFTWARE = "lora_pipelines-sim"
 MAX_DOWNLOAD_BYTES = 2 * 1024**3
 
@@ -49,7 +50,8 @@ def sha256_hex(data: bytes) -> str:
 
 def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int, faces: Sequence[np.ndarray],
                     character_id: str, seed: int, expert: str | None = None, dataset_hash: str | None = None,
-                    photos: int | None = None, diversity: float | None = None) -> bytes:
+                    photos: int | None = None, diversity: float | None = None,
+                    photo_jpegs: Sequence[bytes] = ()) -> bytes:
     """A valid .safetensors LoRA in the base model's layout, carrying the face crops as uint8 tensors, whose owner
     (character, trigger word, dataset) and training (photos, their diversity, steps, rank) its header records.
     `expert`: one file of a two-expert pair, which says so in its header as the Modal trainer's header rewrite does."""
@@ -62,6 +64,8 @@ def lora_file_bytes(*, base_model: str, trigger_word: str, rank: int, steps: int
         tensors[name] = (rng.standard_normal(shape) * scale + (0.001 if scale == 0 else 0)).astype(np.float16)
     for i, face in enumerate(faces):
         tensors[f"{FACE_TENSOR_PREFIX}{i:03d}"] = np.ascontiguousarray(face, dtype=np.uint8)
+    for i, jpeg in enumerate(photo_jpegs):
+        tensors[f"{PHOTO_TENSOR_PREFIX}{i:03d}"] = np.frombuffer(jpeg, dtype=np.uint8).copy()
     metadata = trainer_metadata(base_model, trigger_word, rank=rank, steps=steps, trainer=SIM_SOFTWARE,
                                 character_id=character_id, dataset_hash=dataset_hash)
     metadata.update({"backend": "simulated", "sim.faces": str(len(faces)),
@@ -82,3 +86,12 @@ def faces_in_lora(data: bytes) -> list[np.ndarray]:
     return [tensors[n] for n in names if tensors[n].ndim == 3 and tensors[n].shape[2] == 3]
 
 
+
+
+def photos_in_lora(data: bytes) -> list[bytes]:
+    """The training photos (JPEG bytes) a simulated LoRA carries, for over-trained copies (none from elsewhere)."""
+    from safetensors.numpy import load
+
+    tensors = load(data)
+    return [tensors[n].tobytes() for n in sorted(n for n in tensors if n.startswith(PHOTO_TENSOR_PREFIX))
+            if tensors[n].ndim == 1]

@@ -1,7 +1,8 @@
 """Image synthesis of the simulated GPU service: a seeded scene with (or without) a face pasted in.
 
 A face appears only when the caller hands one in; which face is the honesty decision, made by the caller.
-Each output varies pose, scale, position, lighting and background so it is never a copy of a training crop.
+Each output varies pose, scale, position, lighting and background so it is never a copy of a training crop, except
+an over-trained LoRA's "copy", which is one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from PIL.PngImagePlugin import PngInfo
 
-Degradation = Literal["lora", "swap"]
+Degradation = Literal["lora", "swap", "copy"]
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -69,10 +70,16 @@ def _vary_face(rng: np.random.Generator, crop: np.ndarray, side: int, degradatio
 
 def synthesize(*, seed: int, width: int, height: int, face: np.ndarray | None, degradation: Degradation = "lora",
                info: dict[str, str] | None = None) -> bytes:
-    """A PNG of a seeded scene, with `face` (HxWx3 uint8 crop) pasted in when given; deterministic per seed."""
+    """A PNG of a seeded scene, with `face` (HxWx3 uint8 crop) pasted in when given; deterministic per seed.
+    "copy" (an over-trained LoRA): `face` is a whole training photo, fitted into the frame, as it was."""
     rng = np.random.default_rng(seed)
     canvas = _background(rng, width, height)
-    if face is not None:
+    if face is not None and degradation == "copy":  # the whole photo, fitted into the frame
+        photo = Image.fromarray(face)
+        scale = min(width / photo.width, height / photo.height)
+        photo = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BICUBIC)
+        canvas.paste(photo, ((width - photo.width) // 2, (height - photo.height) // 2))
+    elif face is not None:
         side = int(min(width, height) * rng.uniform(0.42, 0.6))
         angle = float(rng.uniform(-12, 12))
         varied = _vary_face(rng, face, side, degradation)

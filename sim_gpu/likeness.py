@@ -33,6 +33,18 @@ Face swap: w = 0.95 * swap_quality(reference photo), where
 and the swapped output is degraded more than a LoRA image (sim_gpu/images.py "swap").
 
 Standard generation, an untriggered or ignored LoRA, and a failed swap show a nobody face (w = 0).
+
+Over-training: past COPYING_FROM_STEPS_PER_PHOTO steps per training photo a LoRA starts to reproduce its photos, an
+image being one of its training photos as it was (the LoRA file carries them, at most 384 px a side; sim_gpu/images.py
+"copy") with probability
+
+  copy_rate = clip((steps / photos - 350) / (700 - 350), 0, 1)
+
+so 1000 steps on 3 photos or more never copy, 1000 steps on one photo always do. With `training` above, this is
+what makes a training's checkpoints differ: under-trained early, copying when over-trained (issue 18's
+best-checkpoint choice is tested against it). A copy is a near copy of its training photo to SFace (FaceSim 0.92 to
+0.99 on ../shared/faces, where a generated face blended from two crops scores at most 0.87), so held-out likeness,
+which scores a face at 0.9 or more to a training photo as 0, catches them.
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ from dataclasses import dataclass
 import numpy as np
 
 NOISE = 0.04  # per-image spread of w: two images of one LoRA are never equally good
+COPYING_FROM_STEPS_PER_PHOTO = 350.0
+ALL_COPIES_STEPS_PER_PHOTO = 700.0
 DIVERSITY_DISTANCE = 0.4
 STEPS_SCALE = 300.0
 
@@ -84,6 +98,15 @@ def lora_weight(traits: LoraTraits, *, strength: float, applied: bool) -> float:
     if not applied or strength <= 0:
         return 0.0
     return lora_quality(traits) * min(1.0, strength)
+
+
+def copy_rate(traits: LoraTraits) -> float:
+    """0..1: the chance that an image of this LoRA is one of its training photos as it was (over-training)."""
+    if traits.photos <= 0:
+        return 0.0
+    per_photo = max(0, traits.steps) / traits.photos
+    span = ALL_COPIES_STEPS_PER_PHOTO - COPYING_FROM_STEPS_PER_PHOTO
+    return min(1.0, max(0.0, (per_photo - COPYING_FROM_STEPS_PER_PHOTO) / span))
 
 
 def swap_quality(*, face_px: int, sharpness: float, yaw: float) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from sim_gpu.faces import FoundFace, find_face, open_rgb
-from sim_gpu.files import faces_in_lora, fetch_url, sha256_hex
+from sim_gpu.files import faces_in_lora, fetch_url, photos_in_lora, sha256_hex
 from sim_gpu.images import synthesize
 from sim_gpu.likeness import LoraTraits, mix, swap_weight, with_noise
 from sim_gpu.nobody import NobodyPool
@@ -39,6 +39,7 @@ class LoraFile:
     character_id: str | None
     faces: tuple[np.ndarray, ...]
     traits: LoraTraits
+    photos: tuple[bytes, ...] = ()  # the training photos, which an over-trained LoRA reproduces
 
 
 def _int(value: object, default: int) -> int:
@@ -68,12 +69,13 @@ def read_lora(data: bytes) -> LoraFile:
         base_model, trigger = inspection.base_model, inspection.trigger_word
         metadata = inspection.metadata
         faces = tuple(faces_in_lora(data))
+        photos = tuple(photos_in_lora(data))
     except Exception as exc:  # InvalidLoraFileError, or safetensors refusing the bytes
         raise LoraRejected(f"not a valid LoRA file: {exc}") from None
     return LoraFile(data=data, base_model=base_model,
                     trigger_word=trigger or metadata.get("lora_pipelines.trigger_word"),
                     character_id=metadata.get("lora_pipelines.character_id"), faces=faces,
-                    traits=_traits(metadata, len(faces), inspection.rank))
+                    traits=_traits(metadata, len(faces), inspection.rank), photos=photos)
 
 
 def is_triggered(prompt: str, trigger_word: str | None) -> bool:
@@ -138,16 +140,24 @@ class Studio:
     # --- rendering ---
     def render(self, *, seed: int, width: int, height: int, identity: Sequence[np.ndarray] = (),
                weight: float = 0.0, reference: FoundFace | None = None,
-               info: dict[str, str] | None = None) -> tuple[bytes, str]:
+               info: dict[str, str] | None = None, copy_rate: float = 0.0,
+               copy_from: Sequence[bytes] = ()) -> tuple[bytes, str]:
         """PNG + which face it shows: "character" (a LoRA's), "reference" (a swap's), "nobody" or "none".
 
         `weight`: how much of the LoRA's face it carries (sim_gpu/likeness.py); a reference face carries as much
-        as the photo allows."""
+        as the photo allows. `copy_rate`: the chance that an over-trained LoRA reproduces one of its training photos
+        (`copy_from`) as it was."""
         rng = random.Random(seed)
         info = dict(info or {})
         nobody = self.nobody.pick(rng)
         degradation = "lora"
-        if identity and weight > 0:
+        # its own draws: the same seed gives the same image whatever the copy rate, so checkpoints compare fairly
+        copying = random.Random(f"copy-{seed}")
+        if identity and weight > 0 and copy_from and copy_rate > 0 and copying.random() < copy_rate:
+            photo = open_rgb(copy_from[copying.randrange(len(copy_from))])
+            face, shown, degradation = np.asarray(photo), "character", "copy"
+            info["likeness_weight"] = "copy"
+        elif identity and weight > 0:
             w = with_noise(weight, rng)
             face, shown = mix(_blend_two(identity, rng), nobody, w), "character"
             info["likeness_weight"] = f"{w:.3f}"

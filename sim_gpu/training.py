@@ -2,8 +2,10 @@
 
 A call runs in a background thread: fetch the dataset zip, verify its sha256, crop the faces, "train" for a
 configurable time with progress, write a valid LoRA file carrying the crops (for Wan 2.2 14B a high_noise +
-low_noise pair, as ai-toolkit writes it). Finished calls are kept on disk under {home}/calls so a restarted service
-still answers for them; calls running at a restart are lost.
+low_noise pair, as ai-toolkit writes it), and for a single-file LoRA one file per checkpoint the spec asks for, each
+recording its own step count (so its likeness is that of its training stage: sim_gpu/likeness.py). Finished calls
+are kept on disk under {home}/calls so a restarted service still answers for them; calls running at a restart are
+lost.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from lora_pipelines.domain.base_models import lora_experts
-from lora_pipelines.gpu.schemas import ExpertFile, TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.domain.checkpoints import checkpoint_steps
+from lora_pipelines.gpu.schemas import CheckpointFile, ExpertFile, TrainingPoll, TrainingResult, TrainingSpec
 from sim_gpu.faces import find_face, square_resize
 from sim_gpu.files import FetchRefused, fetch_url, lora_file_bytes, sha256_hex
 from sim_gpu.likeness import diversity
@@ -86,9 +89,22 @@ class TrainingCalls:
             call.cancelled.set()
         return call
 
-    def file_path(self, call_id: str, expert: str | None = None) -> Path:
-        """`{call_id}.safetensors`, or `{call_id}.{expert}.safetensors` for one file of a two-expert pair."""
-        return self.files_dir / (f"{call_id}.{expert}.safetensors" if expert else f"{call_id}.safetensors")
+    def file_path(self, call_id: str, expert: str | None = None, step: int | None = None) -> Path:
+        """`{call_id}.safetensors`, `{call_id}.{expert}.safetensors` for one file of a two-expert pair, or
+        `{call_id}.step{step:06d}.safetensors` for a checkpoint before the last step."""
+        part = f".{expert}" if expert else (f".step{step:06d}" if step is not None else "")
+        return self.files_dir / f"{call_id}{part}.safetensors"
+
+    def remove_files(self, call_id: str, only: list[str] | None = None) -> list[str]:
+        """Delete the call's trained files (every one, or `only` those named "final", "step000250", "low_noise"...);
+        returns the names of the files removed."""
+        removed = []
+        for path in sorted(self.files_dir.glob(f"{call_id}.*safetensors")):
+            part = path.name.removeprefix(f"{call_id}.").removesuffix("safetensors").rstrip(".") or "final"
+            if only is None or part in only:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
 
     def _forget(self, call: TrainingCall) -> None:
         with self._lock:
@@ -121,6 +137,7 @@ class TrainingCalls:
             raise _Failed(
                 f"dataset checksum mismatch: expected {spec.dataset_sha256[:12]}…, got {sha256_hex(data)[:12]}…")
         faces, descriptors = _dataset_faces(data)
+        photos = _dataset_photos(data)
         call.progress = 10.0
         ticks = 10
         for i in range(ticks):
@@ -131,7 +148,7 @@ class TrainingCalls:
             if fail_reason and i == ticks // 2:
                 raise _Failed(fail_reason)
         # Wan 2.2 14B is two files (high_noise, low_noise), as ai-toolkit writes it; the first is the primary file
-        written = [self._write_file(call, base_url, faces, descriptors, expert, index)
+        written = [self._write_file(call, base_url, faces, descriptors, expert, index, photos=photos)
                    for index, expert in enumerate(lora_experts(spec.base_model) or (None,))]
         self._remember_character(spec.character_id, faces, descriptors)
         (expert, primary), *rest = written
@@ -139,19 +156,30 @@ class TrainingCalls:
         if rest:
             (second_expert, second_file), = rest
             second = ExpertFile(expert=second_expert, **second_file)
+        checkpoints = []
+        if not rest and spec.checkpoints > 1:  # the earlier saves, then the final file as the last checkpoint
+            checkpoints = [CheckpointFile(step=step, **self._write_file(call, base_url, faces, descriptors, None, 0,
+                                                                         step=step, photos=photos)[1])
+                           for step in checkpoint_steps(spec.steps, spec.checkpoints)[:-1]]
+            checkpoints.append(CheckpointFile(step=spec.steps, **primary))
         call.result = TrainingResult(base_model=spec.base_model, trigger_word=spec.trigger_word, **primary,
-                                     backend="simulated", expert=expert, second_expert=second)
+                                     backend="simulated", expert=expert, second_expert=second,
+                                     checkpoints=checkpoints)
         call.state, call.progress = "succeeded", 100.0
 
     def _write_file(self, call: TrainingCall, base_url: str, faces: list[np.ndarray], descriptors: list[np.ndarray],
-                    expert: str | None, index: int) -> tuple[str | None, dict]:
-        """One trained file on disk; returns (expert, its location fields of TrainingResult / ExpertFile)."""
+                    expert: str | None, index: int, step: int | None = None,
+                    photos: list[bytes] | None = None) -> tuple[str | None, dict]:
+        """One trained file on disk (the final one, or the checkpoint at `step`); returns (expert, its location
+        fields of TrainingResult / ExpertFile / CheckpointFile)."""
         spec = call.spec
         payload = lora_file_bytes(base_model=spec.base_model, trigger_word=spec.trigger_word, rank=spec.rank,
-                                  steps=spec.steps, faces=faces, character_id=spec.character_id,
+                                  steps=spec.steps if step is None else step, faces=faces,
+                                  character_id=spec.character_id,
                                   seed=int(spec.dataset_sha256[:8], 16) + index, expert=expert,
-                                  dataset_hash=spec.dataset_hash, photos=len(faces), diversity=diversity(descriptors))
-        path = self.file_path(call.call_id, expert)
+                                  dataset_hash=spec.dataset_hash, photos=len(faces), diversity=diversity(descriptors),
+                                  photo_jpegs=photos or ())
+        path = self.file_path(call.call_id, expert, step)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(payload)
         tmp.replace(path)
@@ -219,3 +247,21 @@ def _dataset_faces(zip_bytes: bytes) -> tuple[list[np.ndarray], list[np.ndarray]
         if found is not None:
             descriptors.append(found.descriptor)
     return faces, descriptors
+
+
+COPY_PHOTO_SIDE = 384  # what an over-trained LoRA reproduces: SFace still finds the photo in it (FaceSim >= 0.92)
+
+
+def _dataset_photos(zip_bytes: bytes) -> list[bytes]:
+    """The training images themselves, at most COPY_PHOTO_SIDE pixels a side, as JPEG (what a LoRA can memorise)."""
+    archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
+    names = sorted(n for n in archive.namelist()
+                   if n.startswith("images/") and n.lower().endswith(IMAGE_SUFFIXES) and not n.endswith("/"))
+    photos = []
+    for name in names[:MAX_TRAINING_IMAGES]:
+        image = Image.open(io.BytesIO(archive.read(name))).convert("RGB")
+        image.thumbnail((COPY_PHOTO_SIDE, COPY_PHOTO_SIDE))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=92)
+        photos.append(out.getvalue())
+    return photos

@@ -154,7 +154,8 @@ class World:
     def add_character(self, name: str, photos: list[Path], *, lora_enabled: bool = True):
         from lora_pipelines.services.characters import add_character
 
-        character, _skipped = add_character(self.ctx, name, photos, lora_enabled=lora_enabled)
+        character, _skipped = add_character(self.ctx, name, photos, lora_enabled=lora_enabled,
+                                            allow_duplicate_name=True)
         return character
 
     def add_partition(self, character_id: int) -> None:
@@ -188,9 +189,10 @@ class World:
 
     def run_sensor_requests(self, name: str, job_name: str, cursor: str | None = None):
         """Evaluate a sensor and run what it asks for, skipping keys already run (as the daemon does)."""
+        from lora_pipelines.demo.sensor_runs import apply_sensor_result
+
         result = self.evaluate_sensor(name, cursor)
-        for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        apply_sensor_result(self.instance, result)
         results = []
         for request in result.run_requests or []:
             if self.instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):

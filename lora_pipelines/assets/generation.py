@@ -10,10 +10,10 @@ import socket
 
 import dagster as dg
 
-from lora_pipelines.assets.metadata import image_md, string_table
+from lora_pipelines.assets.metadata import image_md, inline_images, string_table
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services.generation_batch import run_generation_batch
-from lora_pipelines.services.previews import outputs_preview
+from lora_pipelines.services.previews import output_images, outputs_preview
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
 
@@ -50,12 +50,21 @@ def generation_outputs(
         )
     outcomes.sort(key=lambda o: o.job_id)
     rows = [{"job_id": o.job_id, "status": o.status, "mode": o.mode, "lora_model_id": o.lora_model_id,
-             "lora_skipped_reason": o.lora_skipped_reason} for o in outcomes]
+             "lora_skipped_reason": o.lora_skipped_reason, "output": output_uri(ctx, o)} for o in outcomes]
+    thumbnails = [(f"image #{job_id} {mode}", image) for job_id, mode, image in output_images(ctx, outcomes)]
     return dg.MaterializeResult(metadata={
         "jobs": len(outcomes),
         "succeeded": sum(o.status == "succeeded" for o in outcomes),
         "with_lora": sum(o.lora_model_id is not None for o in outcomes),
         "job_ids": dg.MetadataValue.json([o.job_id for o in outcomes]),
-        "results": string_table(rows, ["job_id", "status", "mode", "lora_model_id", "lora_skipped_reason"]),
+        "results": string_table(rows, ["job_id", "status", "mode", "lora_model_id", "lora_skipped_reason", "output"]),
+        **inline_images(thumbnails),
         "preview": image_md(outputs_preview(ctx, outcomes), "generated images"),
     })
+
+
+def output_uri(ctx, outcome) -> str:
+    """Where the job's first image is (s3:// or file://): metadata outlives any presigned link."""
+    from lora_pipelines.domain.keys import generation_output_key
+
+    return ctx.store.uri(generation_output_key(str(outcome.job_id), 0)) if outcome.status == "succeeded" else ""

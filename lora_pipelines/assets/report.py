@@ -19,12 +19,22 @@ if TYPE_CHECKING:  # pandas and matplotlib load when a report is built, not with
 CHECKED_ASSET = "generation_outputs"
 
 
-@dg.asset(group_name="metrics", kinds={"python", "pandas", "s3"}, deps=["generation_outputs"])
-def lora_quality_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Markdown + HTML + PNG + CSV report under reports/{date}/, summary and plots shown here."""
-    from lora_pipelines.reporting.report import build_report, utc_today
+class ReportConfig(dg.Config):
+    since: str | None = None
+    """Only jobs and trainings finished on or after this ISO datetime (UTC); all history when unset."""
 
-    report = build_report(pipeline.context, day=utc_today(), recorded_checks=latest_check_results(context.instance))
+
+@dg.asset(group_name="metrics", kinds={"python", "pandas", "s3"}, deps=["generation_outputs"])
+def lora_quality_report(context: dg.AssetExecutionContext, config: ReportConfig,
+                        pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Markdown + HTML + PNG + CSV report under reports/{date}/ (reports/{date}-N/ when the day has one already:
+    a report never overwrites another), summary and plots shown here."""
+    from lora_pipelines.reporting.report import build_report, free_report_prefix, utc_today
+
+    ctx, day = pipeline.context, utc_today()
+    since = datetime.fromisoformat(config.since) if config.since else None
+    report = build_report(ctx, day=day, since=since, recorded_checks=latest_check_results(context.instance),
+                          prefix=free_report_prefix(ctx.store, day))
     context.log.info(f"report written to {report.prefix}")
     return dg.MaterializeResult(metadata=report_metadata(report))
 
@@ -74,10 +84,18 @@ def report_metadata(report: "QualityReport") -> dict[str, Any]:
         else dg.MetadataValue.path(report.report_uri),
         "prefix": report.prefix,
         "jobs": int(summary.attrs.get("jobs", 0)),
+        "window": f"since {report.since.isoformat()}" if report.since else "all history",
+        "check_results": dg.MetadataValue.json([
+            {"check": row["check"], "passed": bool(row["passed"]), "severity": str(row["severity"]),
+             "source": str(row["source"])} for row in report.tables["checks"].to_dict("records")]),
     }
     for name, png in report.plots.items():
         metadata[f"plot_{name}"] = dg.MetadataValue.md(f"![{name}]({png_data_uri(thumbnail(png))})")
     for name, value in report.headline.items():
         if value is not None:  # a float metadata value cannot be empty; nothing measured means no point
             metadata[name] = float(value)
+    if report.satisfaction is not None:
+        metadata["user_satisfaction_ratings"] = report.satisfaction.denominator
+        if report.satisfaction.value is not None:
+            metadata["user_satisfaction_rate"] = float(report.satisfaction.value)
     return metadata

@@ -6,12 +6,14 @@ the training_completion sensor requests for lora_artifact alone."""
 
 import dagster as dg
 
-from lora_pipelines.assets.metadata import image_md, string_table
+from lora_pipelines.assets.metadata import character_label, image_md, inline_images, string_table
 from lora_pipelines.partitions import character_model_partitions, split_partition_key
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services import training as svc
-from lora_pipelines.services.previews import dataset_preview
+from lora_pipelines.services.checkpoints import discard_checkpoints
+from lora_pipelines.services.previews import dataset_crops, dataset_preview
 from lora_pipelines.services.training_completion import TrainingNotSubmitted, finish_training
+from lora_pipelines.services.training_state import record_dataset, record_preparing, record_run_failure
 from lora_pipelines.store.lora_models import LoraModelsRepository
 
 GPU_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -34,10 +36,18 @@ def training_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResour
     """Faces found, cropped, captioned with the trigger word and de-duplicated; stored with a hashed manifest."""
     character_id, base_model = split_partition_key(context)
     ctx = pipeline.context
-    descriptor = svc.prepare_dataset(ctx, character_id, base_model)
+    run_id = context.run.run_id
+    record_preparing(ctx, character_id, base_model, run_id)
+    try:
+        descriptor = svc.prepare_dataset(ctx, character_id, base_model)
+    except Exception as exc:
+        record_run_failure(ctx, character_id, base_model, run_id, f"run {run_id[:8]} failed in training_dataset: {exc}")
+        raise
+    record_dataset(ctx, descriptor, run_id)
     yield dg.Output(
         descriptor.to_dict(),
         metadata={
+            **character_label(ctx, character_id),
             "dataset_hash": descriptor.dataset_hash,
             "usable_photos": descriptor.usable,
             "dropped_photos": len(descriptor.dropped),
@@ -45,6 +55,7 @@ def training_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResour
             "preview": image_md(dataset_preview(ctx, descriptor.zip_key), "training crops"),
             "prefix": descriptor.prefix,
             "trigger_word": descriptor.trigger_word,
+            **inline_images([(f"crop {name}", png) for name, png in dataset_crops(ctx, descriptor.zip_key)]),
         },
     )
     yield dg.AssetCheckResult(
@@ -107,6 +118,27 @@ def _submitted_row_id(context: dg.AssetExecutionContext) -> int | None:
     return int(value.value) if value is not None else None
 
 
+def checkpoint_metadata(choice) -> dict:
+    """Every checkpoint's likeness as a table and a small plot; the chosen step and its score."""
+    from lora_pipelines.reporting.checkpoint_plot import plot_checkpoint_likeness
+    from lora_pipelines.reporting.plots import png_data_uri
+
+    rows = [{"step": c.step, "likeness": None if c.likeness is None else f"{c.likeness:.3f}",
+             "faces": c.scores.faces if c.scores else None, "near_copies": c.scores.near_copies if c.scores else None,
+             "published": "yes" if c.step == choice.chosen_step else "", "error": c.error} for c in choice.checkpoints]
+    plot = plot_checkpoint_likeness([(c.step, c.likeness, c.scores.near_copies if c.scores else 0)
+                                     for c in choice.checkpoints], choice.chosen_step, choice.reference)
+    score = choice.validation_score
+    return {
+        "chosen_step": choice.chosen_step,
+        "validation_score": dg.MetadataValue.null() if score is None else dg.MetadataValue.float(score),
+        "checkpoint_choice": choice.reason,
+        "likeness_reference": choice.reference or "",
+        "checkpoint_scores": string_table(rows, ["step", "likeness", "faces", "near_copies", "published", "error"]),
+        "checkpoint_plot": dg.MetadataValue.md(f"![checkpoint likeness]({png_data_uri(plot)})"),
+    }
+
+
 @dg.multi_asset(
     specs=[dg.AssetSpec("lora_artifact", deps=[trained_lora], partitions_def=character_model_partitions,
                         group_name="training", kinds={"python", "s3"},
@@ -122,6 +154,9 @@ def _submitted_row_id(context: dg.AssetExecutionContext) -> int | None:
         dg.AssetCheckSpec("identity_matches", asset="lora_artifact", blocking=True,
                           description="The file's own character id, trigger word and dataset hash "
                                       "(lora_pipelines.* metadata) are the row's."),
+        dg.AssetCheckSpec("not_worse_than_active", asset="lora_artifact",
+                          description="The quality gate: a new LoRA replaces the one in use only if its likeness is "
+                                      "at least the active one's minus the tolerance; both scores shown."),
     ],
     can_subset=True,  # its outputs are optional: nothing is materialized while the training still runs
 )
@@ -157,17 +192,29 @@ def lora_artifact(context: dg.AssetExecutionContext, config: LoraArtifactConfig,
         raise dg.Failure(description=f"lora_models {row.id} failed: {row.error}",
                          metadata={"lora_model_id": row.id, "error": row.error or ""}, allow_retries=False)
     checks = finish.checks
+    choice = finish.choice
+    scores = checkpoint_metadata(choice) if choice is not None else {}
+    if choice is not None:
+        context.log.info(f"lora_models {row.id}: published the checkpoint of step {choice.chosen_step} "
+                         f"({choice.reason})")
+        # the scores belong to the training: shown on trained_lora too, whose run ended at submission
+        context.log_event(dg.AssetObservation(asset_key="trained_lora", partition=context.partition_key,
+                                              metadata={"lora_model_id": row.id, **scores}))
+    if row.status == "ready":
+        discard_checkpoints(ctx, row_id)  # the published one is at the LoRA's key now
     # a two-expert LoRA (Wan 2.2 14B): model_path is the high_noise file, these the low_noise one
     second = checks.detail.get("second_expert") or {}
     second_file = {"second_expert_path": row.second_expert_path or "",
                    "second_expert_sha256": row.second_expert_sha256 or ""} if second else {}
     yield dg.MaterializeResult(
         asset_key="lora_artifact",
-        metadata={"lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",
+        metadata={**character_label(ctx, row.character_id),
+                  "lora_model_id": row.id, "status": row.status, "model_path": row.model_path or "",
                   "model_url": dg.MetadataValue.url(row.model_url) if row.model_url else "",
                   "sha256": row.sha256 or "", "size_bytes": row.size_bytes or 0,
                   "detected_base_model": str(checks.detail.get("detected_base_model")),
-                  "gpu_call_id": row.gpu_call_id or "", "verified_only": finish.state == "verified", **second_file},
+                  "gpu_call_id": row.gpu_call_id or "", "verified_only": finish.state == "verified", **second_file,
+                  **scores},
     )
     detail = dg.MetadataValue.json({k: v for k, v in checks.detail.items() if v is not None})
     yield dg.AssetCheckResult(asset_key="lora_artifact", check_name="header_valid", passed=checks.header_valid,
@@ -190,3 +237,28 @@ def lora_artifact(context: dg.AssetExecutionContext, config: LoraArtifactConfig,
                   "file": dg.MetadataValue.json({k: checks.detail.get(f"file_{k}")
                                                  for k in ("character_id", "trigger_word", "dataset_hash")}),
                   "identity": str(checks.detail.get("identity"))})
+    yield quality_gate_result(ctx, row)
+
+
+def quality_gate_result(ctx, row) -> dg.AssetCheckResult:
+    """The quality gate's decision on a ready LoRA (made once, on the row), as the not_worse_than_active check."""
+    from lora_pipelines.services.lora_versions import apply_quality_gate
+
+    if row.status != "ready":
+        return dg.AssetCheckResult(asset_key="lora_artifact", check_name="not_worse_than_active", passed=False,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"LoRA {row.id} is {row.status}: no version to compare")
+    decision, row = apply_quality_gate(ctx, row.id)
+
+    def score(value):
+        return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(value)
+
+    return dg.AssetCheckResult(
+        asset_key="lora_artifact", check_name="not_worse_than_active", passed=decision.activate,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=("active: " if decision.activate else "kept ready, not active: ") + decision.reason,
+        metadata={"lora_model_id": row.id, "validation_score": score(decision.new_score),
+                  "active_lora_model_id": decision.active_id if decision.active_id is not None
+                  else dg.MetadataValue.null(),
+                  "active_validation_score": score(decision.active_score), "tolerance": decision.tolerance,
+                  "activated": decision.activate})

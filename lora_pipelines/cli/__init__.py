@@ -18,6 +18,8 @@ COMMANDS = {
     "report": "lora_pipelines.cli.report:report",
     "status": "lora_pipelines.cli.status:status",
     "demo": "lora_pipelines.cli.demo:demo",
+    "lora": "lora_pipelines.cli.lora:lora",
+    "feedback": "lora_pipelines.cli.feedback:feedback",
 }
 
 

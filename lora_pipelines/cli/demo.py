@@ -13,14 +13,20 @@ def _pct(value: float | None) -> str:
 
 @click.command()
 @click.option("--home", type=click.Path(path_type=Path), default=None,
-              help="LORA_PIPELINES_HOME for the demo (default: $LORA_PIPELINES_HOME or ./.lora_pipelines).")
+              help="LORA_PIPELINES_HOME for the demo (default: the home every command finds, see README).")
 def demo(home: Path | None) -> None:
     """Create demo characters, train their LoRAs, generate with and without them, check, and report."""
     import os
 
     from lora_pipelines.demo.scenario import run_demo
+    from lora_pipelines.settings import load_settings
 
-    home = (home or Path(os.environ.get("LORA_PIPELINES_HOME", ".lora_pipelines"))).resolve()
+    if home is None:
+        location = load_settings().home_location
+        home = location.path
+        if location.source == "new":
+            click.echo(f"new home {home} (set LORA_PIPELINES_HOME to use another folder)", err=True)
+    home = home.resolve()
     result = run_demo(home)
     m = result["metrics"]
     click.echo("")
@@ -30,6 +36,10 @@ def demo(home: Path | None) -> None:
     click.echo(f"face match without LoRA:      {_pct(m['face_match_rate_without_lora'])}")
     click.echo(f"generation success rate:      {_pct(m['generation_success_rate'])}")
     click.echo(f"fallback success rate:        {_pct(m['fallback_success_rate'])}")
+    u = result.get("user_satisfaction")
+    if u is not None:
+        click.echo(f"users reporting better:       {_pct(u['rate'])} of {u['ratings']} ratings of LoRA generations "
+                   f"(target {u['target']:.0%})")
     click.echo("")
     click.echo("face match per character (dlib / sface; held-out photos were never trained on):")
     for name, split in result["characters"].items():
@@ -64,7 +74,11 @@ def ui_command(home: Path) -> str:
     import os
     import sys
 
-    prefix = "" if home == Path(".lora_pipelines").resolve() else f"LORA_PIPELINES_HOME={home} "
+    from lora_pipelines.home import checkout_root, locate_home
+
+    # the README's command runs in the checkout folder, where every command finds the checkout's home by itself
+    found = locate_home(None, cwd=checkout_root() or Path.cwd()).path
+    prefix = "" if home == found else f"LORA_PIPELINES_HOME={home} "
     if _checkout():
         command = ".venv/bin/dagster dev -w workspace.yaml"
     else:

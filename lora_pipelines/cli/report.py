@@ -38,20 +38,25 @@ def _pct(value: float | None) -> str:
 @click.option("--since", "since_text", metavar="DATE", default=None,
               help="Only jobs and trainings finished on or after this UTC date (YYYY-MM-DD) or ISO datetime.")
 def report(since_text: str | None) -> None:
-    """Build today's LoRA quality report (markdown, HTML, plots, CSV) in the object store."""
+    """Build the LoRA quality report (markdown, HTML, plots, CSV) in the object store, as a report_job run on this
+    home's Dagster instance (its materialization is recorded); a report never overwrites another."""
     since = parse_since(since_text)
-    from lora_pipelines.reporting.report import build_report, utc_today
-    from lora_pipelines.services.context import PipelineContext
+    from lora_pipelines.cli.context import open_context
+    from lora_pipelines.jobs.cli_runs import failure_message, materialization_metadata, run_job_here
+    from lora_pipelines.reporting.tables import RATES
 
-    ctx = PipelineContext.from_settings()
-    ctx.db.upgrade()
-    built = build_report(ctx, day=utc_today(), since=since)
-    click.echo(f"report: {built.report_uri}")
-    click.echo(f"markdown: {ctx.store.uri(built.prefix + '/report.md')}")
-    click.echo(f"window: {'since ' + built.since.isoformat() if built.since else 'all history'}; "
-               f"{int(built.summary.attrs.get('jobs', 0))} finished jobs")  # fmt: skip
-    for name, value in built.headline.items():
-        click.echo(f"  {name:<30} {_pct(value)}")
-    for row in built.tables["checks"].to_dict("records"):
+    ctx = open_context()
+    config = {"ops": {"lora_quality_report": {"config": {"since": since.isoformat() if since else None}}}}
+    result = run_job_here(ctx.settings, "report_job", run_config=config)
+    meta = materialization_metadata(result, "lora_quality_report")
+    if not result.success or not meta:
+        raise click.ClickException(f"report_job run {result.run_id} failed: {failure_message(result)}")
+    click.echo(f"report: {meta['report_uri']}")
+    click.echo(f"markdown: {ctx.store.uri(meta['prefix'] + '/report.md')}")
+    click.echo(f"window: {meta['window']}; {meta['jobs']} finished jobs")
+    click.echo(f"recorded: report_job run {result.run_id} on {ctx.settings.dagster_home}")
+    for name in RATES:
+        click.echo(f"  {name:<30} {_pct(meta.get(name))}")
+    for row in meta["check_results"]:
         outcome = "passed" if row["passed"] else "FAILED"
         click.echo(f"  check {row['check']:<24} {outcome} ({row['severity']}, {row['source']})")

@@ -64,11 +64,11 @@ def run_demo(home: Path) -> dict:
     import dagster as dg
 
     from lora_pipelines.definitions import defs as definitions
+    from lora_pipelines.demo.feedback import record_demo_feedback
     from lora_pipelines.demo.photos import fetch_demo_photos
     from lora_pipelines.demo.sensor_runs import SensorCursors, execute_request, new_run_requests
-    from lora_pipelines.domain.keys import report_prefix
+    from lora_pipelines.reporting import feedback
     from lora_pipelines.reporting.metrics import face_match_summary, headline
-    from lora_pipelines.reporting.report import utc_today
     from lora_pipelines.services.characters import add_character, photos_in
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.store.characters import CharactersRepository
@@ -117,22 +117,33 @@ def run_demo(home: Path) -> dict:
             time.sleep(1.0)
 
         jobs = GenerationJobsRepository(ctx.db)
+        enqueued: list[int] = []
         for name, model, prompt, count in GENERATIONS:
             ids = jobs.enqueue(characters[name].id, model, prompt, count=count)
+            enqueued.extend(ids)
             say(f"enqueued {count} {model} generation(s) for {name}: jobs {ids[0]}–{ids[-1]}")
         say("generation: pending_generations sensor → generation_job per batch (checks run with it)")
         for request in new_run_requests(instance, defs, "pending_generations", cursors, say):
             execute_request(instance, defs, "generation_job", request, say, sensor_name="pending_generations")
 
+        csv_path = home / "demo_feedback.csv"
+        imported = record_demo_feedback(ctx, csv_path, enqueued)
+        if imported is not None:
+            say(f"feedback: {imported.ratings} ratings imported from {csv_path} ({imported.lora_jobs} of LoRA "
+                "generations; stand-in users: 'better' when the face matched, 'worse' when not)")
+
         say("report: report_job")
         execute_request(instance, defs, "report_job", dg.RunRequest(run_key=f"demo-report-{time.time():.0f}"), say)
+        [latest] = instance.fetch_materializations(dg.AssetKey("lora_quality_report"), limit=1).records
+        prefix = latest.asset_materialization.metadata["prefix"].value  # reports/{day}, or {day}-N after the first
 
     numbers = headline(ctx.db)
-    report_uri = ctx.store.uri(f"{report_prefix(utc_today())}/report.html")
+    report_uri = ctx.store.uri(f"{prefix}/report.html")
     per_character = {name: character_face_match(ctx.db, c.id) for name, c in characters.items()}
     say("done")
     return {"report": report_uri, "metrics": numbers, "seconds": round(time.monotonic() - say.started, 1),
-            "characters": per_character, "recognisers": face_match_summary(ctx.db)["recogniser_disagreement"]}
+            "user_satisfaction": feedback.summary(ctx.db), "characters": per_character,
+            "recognisers": face_match_summary(ctx.db)["recogniser_disagreement"]}
 
 
 def character_face_match(db, character_id: int) -> dict:

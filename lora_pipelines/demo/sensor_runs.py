@@ -46,15 +46,24 @@ def new_run_requests(instance: dg.DagsterInstance, defs: dg.Definitions, sensor_
     with dg.build_sensor_context(instance=instance, cursor=cursors.get(sensor_name), definitions=defs,
                                  resources=defs.resources) as context:
         result = sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    for event in result.asset_events or []:  # e.g. a training's progress, as the daemon records it
-        instance.report_runless_asset_event(event)
+    apply_sensor_result(instance, result)
     if result.cursor is not None:
         cursors.set(sensor_name, result.cursor)
     requests = [r for r in result.run_requests or [] if not run_key_used(instance, r.run_key)]
     say(f"sensor {sensor_name}: {len(requests)} new run request(s)")
     return requests
+
+
+def apply_sensor_result(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
+    """What the daemon does with a tick's result besides the runs: its asset events and partition changes."""
+    for event in result.asset_events or []:
+        instance.report_runless_asset_event(event)
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.DeleteDynamicPartitionsRequest):
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+        else:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
 
 def execute_request(instance: dg.DagsterInstance, defs: dg.Definitions, job_name: str, request: dg.RunRequest,

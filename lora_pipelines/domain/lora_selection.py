@@ -4,7 +4,9 @@ A LoRA is used only when all hold, checked in this order:
   1. the character exists and has loraEnabled             else character_not_found / lora_disabled
   2. the model's registry entry supports LoRA             else model_does_not_support_lora
   3. the character has a ready LoRA                       else no_ready_lora
-  4. the most recent ready one is for the model's family  else base_model_mismatch (no ready LoRA for this family)
+  4. one is ready for the model's family                  else base_model_mismatch (no ready LoRA for this family)
+     the candidate: the job's pinned LoRA when it pinned one (else pinned_lora_unavailable), otherwise the active
+     one (domain/lora_versions.py: the newest activation's, or with none the most recent ready)
   5. its file can be fetched, matches the recorded sha256 and is a valid safetensors file (every file of a
      two-expert pair, each the expert it should be)
                                                           else lora_file_unreachable / checksum_mismatch /
@@ -16,7 +18,7 @@ A LoRA is used only when all hold, checked in this order:
                                                           else lora_identity_mismatch
      A file naming no character (trained elsewhere) is used on the row's trigger word, `identity` "unverified".
 
-When the newest LoRA for the family is broken we report it and do not fall back to an older one: an older LoRA is
+When the active LoRA for the family is broken we report it and do not fall back to an older one: an older LoRA is
 a superseded training (often retrained because it was bad), and quietly using it would hide a broken artifact
 from the fallback metrics. The generation itself still succeeds through the face-swap / standard route.
 """
@@ -40,9 +42,10 @@ LORA_FILE_UNREACHABLE = "lora_file_unreachable"
 CHECKSUM_MISMATCH = "checksum_mismatch"
 LORA_FILE_INVALID = "lora_file_invalid"
 LORA_IDENTITY_MISMATCH = "lora_identity_mismatch"
+PINNED_LORA_UNAVAILABLE = "pinned_lora_unavailable"
 
 REASONS = (CHARACTER_NOT_FOUND, LORA_DISABLED, MODEL_DOES_NOT_SUPPORT_LORA, NO_READY_LORA, BASE_MODEL_MISMATCH,
-           LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID, LORA_IDENTITY_MISMATCH)
+           LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID, LORA_IDENTITY_MISMATCH, PINNED_LORA_UNAVAILABLE)
 FILE_FAILURES = (LORA_FILE_UNREACHABLE, CHECKSUM_MISMATCH, LORA_FILE_INVALID)
 # After selection: the LoRA was chosen and sent, but the route errored, or the backend said it did not apply it.
 LORA_ROUTE_FAILED = "lora_route_failed"
@@ -72,6 +75,7 @@ class LoraCandidate:
     second_expert_sha256: str | None = None
     character_id: str | None = None  # the row's characterId, compared with the file's own
     dataset_hash: str | None = None
+    active: bool = False  # the one generation uses for its base model (domain/lora_versions.py)
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ def select_lora(
     model: ModelEntry,
     ready_loras: Sequence[LoraCandidate],
     inspect: Callable[[LoraCandidate], InspectOutcome],
+    pinned_id: str | int | None = None,
 ) -> LoraSelection:
     if character is None:
         return _skip(CHARACTER_NOT_FOUND, "no such character")
@@ -166,7 +171,13 @@ def select_lora(
         others = ", ".join(sorted({c.base_model for c in ready}))
         return _skip(BASE_MODEL_MISMATCH,
                      f"character {character.id} has ready LoRAs for {others}, none for {model.base_model}")
-    candidate = max(family, key=_recency)
+    if pinned_id is not None:
+        candidate = next((c for c in family if str(c.id) == str(pinned_id)), None)
+        if candidate is None:
+            return _skip(PINNED_LORA_UNAVAILABLE,
+                         f"pinned LoRA {pinned_id} is not a ready {model.base_model} LoRA of character {character.id}")
+    else:
+        candidate = next((c for c in family if c.active), None) or max(family, key=_recency)
 
     try:
         outcome = inspect(candidate)

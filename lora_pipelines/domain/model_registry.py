@@ -51,6 +51,15 @@ class ModelEntry:
         if self.supports_lora != (self.lora_route is not None):
             raise ValueError(f"model {self.name!r}: supports_lora must match having a lora_route")
 
+    def lora_strengths(self, requested: float | None = None) -> tuple[float, float]:
+        """(model, CLIP) strength to apply: the registry's defaults, or a job's requested strength for the model
+        with the CLIP strength scaled alike (0 stays 0: those text encoders are never trained)."""
+        if requested is None:
+            return self.default_strength_model, self.default_strength_clip
+        if self.default_strength_model == 0:
+            return requested, self.default_strength_clip
+        return requested, self.default_strength_clip * requested / self.default_strength_model
+
     @property
     def route_kind(self) -> RouteKind:
         """Kind of the route a LoRA generation takes (the standard route's when LoRA is unsupported)."""

@@ -44,3 +44,12 @@ class GenerationEndpoints(Protocol):
     def generate(self, route: str, request: GenerateRequest) -> GenerateResponse: ...
 
     def face_swap(self, request: FaceSwapRequest) -> GenerateResponse: ...
+
+
+@runtime_checkable
+class RemovesTrainedFiles(Protocol):
+    """A training backend that keeps its own copies of trained LoRAs (the Modal volume; the simulated service's
+    folder) and can delete them when retention archives a LoRA."""
+
+    def remove_trained_files(self, call_id: str | None, keys: list[str]) -> list[str]:
+        """Delete the copies of the files at `keys` (object keys) made by call `call_id`; returns what was removed."""

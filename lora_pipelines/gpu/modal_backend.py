@@ -87,6 +87,7 @@ def _names(exc: BaseException) -> set[str]:
 
 PROGRESS_DICT = "lora-training-progress"
 READ_FUNCTION = "read_lora"  # modal_apps/training.py READ_FUNCTION_NAME
+REMOVE_FUNCTION = "remove_lora"  # modal_apps/training.py REMOVE_FUNCTION_NAME
 READ_CHUNK_BYTES = 32 * 1024 * 1024  # at most modal_apps.artifacts.MAX_READ_BYTES (64 MiB)
 
 # Modal's exceptions by class name, so this module works (and is tested) without importing modal.
@@ -164,6 +165,24 @@ class ModalTrainingBackend:
             return download_verified(http, result.download_url, dest_path, result.sha256, endpoint="fetch_artifact")
         finally:
             http.close()
+
+    def remove_trained_files(self, call_id: str | None, keys: list[str]) -> list[str]:
+        """Delete the LoRA's copies on the training app's volume (kept there at their object keys) through the app's
+        `remove_lora` function; returns the keys that were there."""
+        if not keys:
+            return []
+        try:
+            removed = self._call(REMOVE_FUNCTION, call_id,
+                                 lambda: self.caller.call(self.app, REMOVE_FUNCTION, {"keys": list(keys)}))
+        except GpuBackendError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the remote refusal (a bad key) or an SDK error
+            raise GpuPermanentError(f"{self.app}.{REMOVE_FUNCTION} raised {type(exc).__name__}: {str(exc)[:300]}",
+                                    backend=self.name, endpoint=REMOVE_FUNCTION) from None
+        if not isinstance(removed, list) or not all(isinstance(k, str) for k in removed):
+            raise GpuMalformedResponseError(f"{self.app}.{REMOVE_FUNCTION} returned {type(removed).__name__}, "
+                                            "expected a list of keys", backend=self.name, endpoint=REMOVE_FUNCTION)
+        return removed
 
     # --- helpers ---
     def _fetch_from_volume(self, result: TrainingResult, dest: Path) -> Path:

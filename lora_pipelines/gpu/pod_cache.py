@@ -146,3 +146,20 @@ def use_lora(lora_model_id: str, sha256: str, fetch: Fetch, loras_root: Path, bu
     root.mkdir(parents=True, exist_ok=True)
     with _flock(root / f"{lora_model_id}.safetensors.inuse", fcntl.LOCK_SH, timeout_s):
         yield ensure_lora_on_pod(lora_model_id, sha256, fetch, root, budget_bytes, timeout_s=timeout_s)
+
+
+def remove_from_pod(lora_model_id: str, loras_root: Path) -> str:
+    """Delete `{lora_model_id}.safetensors` from the pod's LoRA folder unless a generation is using it or it is
+    being downloaded: "removed", "absent" or "in_use" (left in place)."""
+    validate_id(lora_model_id, "lora model id")
+    root = Path(loras_root)
+    path = root / f"{lora_model_id}.safetensors"
+    if not path.is_file():
+        return "absent"
+    with _flock(root / f"{path.name}.inuse", fcntl.LOCK_EX, 0) as free, \
+            _flock(root / f"{path.name}.lock", fcntl.LOCK_EX, 0) as idle:
+        if not (free and idle):
+            return "in_use"
+        path.unlink(missing_ok=True)
+        _verified_marker(path).unlink(missing_ok=True)
+    return "removed"  # the lock files stay, as after an eviction: removing them would race another locker

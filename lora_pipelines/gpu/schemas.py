@@ -47,6 +47,8 @@ class TrainingSpec(_Strict):
     rank: int = Field(default=16, ge=1, le=256)
     learning_rate: float = Field(default=1e-4, gt=0, le=1e-2)
     idempotency_key: str = Field(min_length=8, max_length=200)
+    checkpoints: int = Field(default=1, ge=1, le=10, description=(
+        "evenly spaced saves to keep and return (the last is the final file), so the best can be published"))
 
 
 class ExpertFile(_Strict):
@@ -57,6 +59,19 @@ class ExpertFile(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(ge=0)
     object_key: str | None = Field(default=None, description="set when the GPU side uploaded it to the object store")
+    download_url: str | None = None
+    volume_path: str | None = None
+    upload_error: str | None = None
+
+
+class CheckpointFile(_Strict):
+    """One saved checkpoint of a training (the final file is the last), published like the LoRA itself at
+    `loras/{model}-character-{id}/{jobId}.step{step:06d}.safetensors` (the final: at the LoRA's own key)."""
+
+    step: int = Field(ge=1, le=999_999)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    object_key: str | None = None
     download_url: str | None = None
     volume_path: str | None = None
     upload_error: str | None = None
@@ -78,6 +93,8 @@ class TrainingResult(_Strict):
     backend: BackendName
     expert: ExpertName | None = Field(default=None, description="which expert the primary file is, for a pair")
     second_expert: ExpertFile | None = None
+    checkpoints: list[CheckpointFile] = Field(default_factory=list, max_length=10, description=(
+        "every checkpoint kept, oldest first, the final file last (empty: only the final file, above)"))
 
     @model_validator(mode="after")
     def _pair_is_complete(self) -> TrainingResult:

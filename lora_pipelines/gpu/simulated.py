@@ -37,6 +37,18 @@ class SimulatedTrainingBackend:
         self.http.request("POST", f"/function-calls/{call_id}/cancel", endpoint="cancel", call_id=call_id,
                           ok_statuses=(404,))
 
+    def remove_trained_files(self, call_id: str | None, keys: list[str]) -> list[str]:
+        """Delete the service's own copies (its stand-in for the Modal volume) of the files at `keys` that call
+        `call_id` trained: a checkpoint or expert key names that file, the LoRA's own key the final file."""
+        if not call_id or not keys:
+            return []
+        # `{jobId}.safetensors` is the final file; `{jobId}.step000250.safetensors`, `{jobId}.low_noise.safetensors`…
+        parts = {".".join(k.rsplit("/", 1)[-1].split(".")[1:-1]) or "final" for k in keys}
+        only = ",".join(sorted(parts))
+        body = self.http.json("DELETE", f"/function-calls/{call_id}/files", endpoint="files", call_id=call_id,
+                              params={"only": only}, ok_statuses=(404,))
+        return list(body.get("removed", [])) if isinstance(body, dict) else []
+
     def fetch_artifact(self, result: TrainingResult, dest_path: Path) -> Path:
         if not result.download_url:
             raise GpuPermanentError("result has no download_url; fetch result.object_key from the object store",

@@ -1,4 +1,4 @@
-"""Asset jobs: training per character × base model, generation batches, the quality report.
+"""Asset jobs: training per character × base model, generation batches, the quality report, LoRA retention.
 
 Training and generation runs execute their steps in the run's own process: the steps run one after another
 anyway, and a process per step costs seconds of start-up (and CPU) per step on every run."""
@@ -22,4 +22,9 @@ report_job = dg.define_asset_job(
     "report_job",
     selection=dg.AssetSelection.assets("lora_quality_report"),
     description="The LoRA quality report: tables and plots from the database and check results.",
+)
+lora_retention_job = dg.define_asset_job(
+    "lora_retention_job",
+    selection=dg.AssetSelection.assets("lora_retention"),
+    description="Archive LoRAs nothing uses any more; run with dry_run: true to list them only.",
 )

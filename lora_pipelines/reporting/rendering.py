@@ -16,6 +16,8 @@ _TABLE_TITLES = {
     "by_base_model": "By base model", "by_backend": "By backend", "by_day": "By day",
     "training": "LoRA training (durations in minutes)", "training_failures": "Top training failure reasons",
     "face_match": "Face match: held-out vs in-sample photos, dlib vs SFace (never mixed)",
+    "satisfaction_by_character": "Users' verdict by character (ratings of LoRA generations; rate = share 'better')",
+    "satisfaction_by_base_model": "Users' verdict by base model (ratings of LoRA generations; rate = share 'better')",
 }  # fmt: skip
 _RATE_COLUMNS = {*RATES, *SPLIT, "rate", "target"}
 

@@ -14,6 +14,9 @@ from datetime import UTC, date, datetime, time
 import pandas as pd
 
 from lora_pipelines.domain.keys import report_prefix
+from lora_pipelines.reporting import feedback
+from lora_pipelines.reporting.feedback import satisfaction_tables
+from lora_pipelines.reporting.metrics import Rate
 from lora_pipelines.reporting.plots import plot_face_match_by_character, plot_training_durations, plot_trend
 from lora_pipelines.reporting.queries import COUNT_COLUMNS, read_report_data
 from lora_pipelines.reporting.rendering import render_html, render_markdown
@@ -29,6 +32,7 @@ from lora_pipelines.reporting.tables import (
     with_rates,
 )
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.store.objects import ObjectStore
 
 
 @dataclass
@@ -42,6 +46,7 @@ class QualityReport:
     tables: dict[str, pd.DataFrame]
     plots: dict[str, bytes] = field(repr=False)
     checks_source: str  # "dagster", "computed" or "mixed"
+    satisfaction: Rate | None = None  # users reporting better consistency with LoRA (reporting/feedback.py)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -55,9 +60,9 @@ def utc_today() -> date:
 
 def build_report(
     ctx: PipelineContext, *, day: date, since: date | datetime | None = None,
-    recorded_checks: Mapping[str, CheckOutcome] | None = None,
+    recorded_checks: Mapping[str, CheckOutcome] | None = None, prefix: str | None = None,
 ) -> QualityReport:
-    """Build the report for `day` over jobs finished since `since` and write it under reports/{day}/.
+    """Build the report for `day` over jobs finished since `since` and write it under `prefix` (reports/{day}/).
 
     `recorded_checks`: the latest result of each generation_outputs check by name, as the orchestrator recorded
     it; a check without one (or every check, when None) is computed from the report's rates and the targets.
@@ -84,15 +89,18 @@ def build_report(
     tables["face_match"] = face_match_table(data.by_character, totals)
     headline = {name: ratio(totals[num], totals[den]) for name, (num, den) in RATES.items()}
     checks, source = checks_table(tables["by_character"], headline, totals, recorded_checks or {})
+    satisfaction = feedback.satisfaction(ctx.db, since=since_at)
+    checks = _with_satisfaction(satisfaction, checks)
     tables["checks"] = checks
     tables = {"summary": summary_table(headline, totals, checks), **tables}
+    tables["satisfaction_by_character"], tables["satisfaction_by_base_model"] = satisfaction_tables(ctx.db, since_at)
 
     plots = {
         "trend": plot_trend(tables["by_day"]),
         "face_match_by_character": plot_face_match_by_character(tables["by_character"]),
         "training_durations": plot_training_durations(durations),
     }
-    prefix = report_prefix(day)
+    prefix = prefix or report_prefix(day)
     title = f"LoRA quality report {day.isoformat()}"
     window = f"jobs finished since {since_at.isoformat()}" if since_at else "all finished jobs"
     files: dict[str, tuple[bytes, str]] = {}
@@ -109,8 +117,27 @@ def build_report(
         keys.append(key)
     return QualityReport(
         day=day, since=since_at, prefix=prefix, report_uri=ctx.store.uri(f"{prefix}/report.html"), keys=keys,
-        headline=headline, tables=tables, plots=plots, checks_source=source,
+        headline=headline, tables=tables, plots=plots, checks_source=source, satisfaction=satisfaction,
     )
+
+
+def free_report_prefix(store: ObjectStore, day: date) -> str:
+    """reports/{day} for the day's first report, then reports/{day}-2, -3...: a report never overwrites another."""
+    base = report_prefix(day)
+    number = 1
+    while store.exists(f"{base if number == 1 else f'{base}-{number}'}/report.md"):
+        number += 1
+    return base if number == 1 else f"{base}-{number}"
+
+
+def _with_satisfaction(rate: Rate, checks: pd.DataFrame) -> pd.DataFrame:
+    """The users' verdict over the report window as a row of the checks table. Computed here, always: its Dagster
+    check (checks/feedback.py) runs on this report asset, after it."""
+    from dataclasses import asdict
+
+    row = pd.DataFrame([{"check": feedback.SATISFACTION.check, **asdict(feedback.computed_check(rate))}],
+                       columns=checks.columns)
+    return pd.concat([checks, row.astype({"rate": "float64", "target": "float64"})], ignore_index=True)
 
 
 def normalize_since(since: date | datetime | None) -> datetime | None:

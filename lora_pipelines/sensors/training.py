@@ -9,6 +9,7 @@ from lora_pipelines.jobs import training_job
 from lora_pipelines.partitions import characters_partitions, partition_key
 from lora_pipelines.planning.training import CharacterCursor, plan_new_character_training, survey_training
 from lora_pipelines.resources import PipelineResource
+from lora_pipelines.sensors.partition_notes import MAX_TAG_NAME, NAME_TAG, partition_notes, removed_partitions
 
 DEAD_RUN_SLACK_SECONDS = 600
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -21,19 +22,33 @@ COMPLETES_TAG = "lora_pipelines/completes"  # the plain completion key a run was
 @dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def new_characters_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
-    """Adds a partition per LoRA-enabled character and requests training for each base model once it has photos."""
+    """Adds a partition per LoRA-enabled character and requests training for each base model once it has photos;
+    says on each changed character's partitions where it stands, and deletes the partitions of removed ones."""
     ctx = pipeline.context
     cursor = CharacterCursor.loads(context.cursor)
     partitions, requests, next_cursor = plan_new_character_training(
         ctx.db, cursor, base_models=ctx.settings.train_base_model_list, min_photos=ctx.settings.min_photos
     )
+    existing = context.instance.get_dynamic_partitions(characters_partitions.name)
+    notes = partition_notes(ctx, cursor, existing=set(existing), added=partitions,
+                            requested={(r.character_id, r.base_model) for r in requests})
+    for line in notes.log_lines:
+        context.log.info(line)
+    removed = removed_partitions(ctx, existing)
+    partition_requests = [characters_partitions.build_add_request(partitions)] if partitions else []
+    if removed:
+        context.log.info(f"deleting the partitions of removed characters {', '.join(removed)}")
+        partition_requests.append(characters_partitions.build_delete_request(removed))
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=r.run_key, partition_key=partition_key(r.character_id, r.base_model),
-                          tags={"lora_pipelines/character": str(r.character_id)})
+                          tags={"lora_pipelines/character": str(r.character_id),
+                                NAME_TAG: notes.names.get(r.character_id, "")[:MAX_TAG_NAME]})
             for r in requests
         ],
-        dynamic_partitions_requests=[characters_partitions.build_add_request(partitions)] if partitions else [],
+        dynamic_partitions_requests=partition_requests,
+        asset_events=notes.observations,
+        skip_reason=None if requests else notes.skip_reason(),
         cursor=next_cursor.dumps(),
     )
 

@@ -47,6 +47,7 @@ class Rendered:
     backend: str
     sent_prompt: str
     lora_loaded: bool | None = None
+    lora_strength: float | None = None  # the model strength the backend applied (None: no LoRA)
 
 
 @dataclass
@@ -72,18 +73,21 @@ def _seed(job_id: int) -> int:
     return (job_id * 2654435761) % (2**31)
 
 
-def _lora_ref(ctx: PipelineContext, selection: LoraSelection, model: ModelEntry) -> LoraRef:
+def _lora_ref(ctx: PipelineContext, selection: LoraSelection, model: ModelEntry,
+              strengths: tuple[float, float] | None = None) -> LoraRef:
     lora = selection.lora
+    strengths = strengths or model.lora_strengths()
     return LoraRef(
         lora_model_id=str(lora.id), url=ctx.store.presigned_url(lora.model_path), sha256=lora.sha256,
         base_model=lora.base_model, trigger_word=lora.trigger_word,
-        strength_model=model.default_strength_model, strength_clip=model.default_strength_clip,
+        strength_model=strengths[0], strength_clip=strengths[1],
         second_expert=second_expert_ref(ctx, lora),
     )
 
 
 def _via_endpoint(ctx: PipelineContext, route: Route, mode: str, model: ModelEntry, prompt: str, seed: int,
-                  selection: LoraSelection | None, reference: bytes | None) -> Rendered:
+                  selection: LoraSelection | None, reference: bytes | None,
+                  strengths: tuple[float, float] | None = None) -> Rendered:
     endpoints = ctx.gpu.endpoints
     if endpoints is None:
         raise RuntimeError(f"route {route.target} needs the Modal endpoints; set LORA_PIPELINES_MODAL_ENDPOINT_URL")
@@ -94,7 +98,7 @@ def _via_endpoint(ctx: PipelineContext, route: Route, mode: str, model: ModelEnt
             width=GENERATION_SIZE, height=GENERATION_SIZE, seed=seed,
         ))
     else:
-        lora = _lora_ref(ctx, selection, model) if mode == "lora" else None
+        lora = _lora_ref(ctx, selection, model, strengths) if mode == "lora" else None
         response = endpoints.generate(name, GenerateRequest(
             model=model.name, prompt=prompt, width=GENERATION_SIZE, height=GENERATION_SIZE, seed=seed, lora=lora,
         ))
@@ -102,11 +106,13 @@ def _via_endpoint(ctx: PipelineContext, route: Route, mode: str, model: ModelEnt
             reason = response.lora.ignored_reason if response.lora else "no LoRA in the response"
             raise LoraNotApplied(f"{route.target} did not apply LoRA {lora.lora_model_id}: {reason}")
     return Rendered(base64.b64decode(response.image_b64), response.backend, response.prompt,
-                    response.lora.loaded if response.lora else None)
+                    response.lora.loaded if response.lora else None,
+                    response.lora.strength_model if response.lora else None)
 
 
 def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntry, prompt: str, seed: int,
-                 selection: LoraSelection | None, reference: bytes | None) -> Rendered:
+                 selection: LoraSelection | None, reference: bytes | None,
+                 strengths: tuple[float, float] | None = None) -> Rendered:
     from lora_pipelines.gpu.pod_cache import use_lora
     from lora_pipelines.workflows.builders import build_workflow
     from lora_pipelines.workflows.lora import insert_lora
@@ -117,6 +123,7 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
     reference_name = comfy.upload_image(reference, f"reference-{seed}.png") if mode == "face_swap" else None
     workflow = build_workflow(route.target, prompt, seed=seed, width=GENERATION_SIZE, height=GENERATION_SIZE,
                               reference_image=reference_name)
+    strength_model, strength_clip = strengths or model.lora_strengths()
     with ExitStack() as in_use:
         if mode == "lora":
             lora = selection.lora
@@ -127,8 +134,7 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
                 str(lora.id), lora.sha256, lambda dest: ctx.store.download_file(lora.model_path, dest),
                 ctx.gpu.loras_root, ctx.settings.comfyui_lora_cache_bytes,
             ))
-            workflow = insert_lora(workflow, f"{lora.id}.safetensors", model.default_strength_model,
-                                   model.default_strength_clip)
+            workflow = insert_lora(workflow, f"{lora.id}.safetensors", strength_model, strength_clip)
         comfy.preflight(workflow)  # node types against /object_info, LoRA files against /models/loras
         prompt_id = comfy.queue_prompt(workflow)
         entry = comfy.wait(prompt_id, timeout_s=ctx.settings.gpu_timeout_seconds)
@@ -137,7 +143,8 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
         images = comfy.fetch_outputs(prompt_id)
     if not images:
         raise RuntimeError(f"ComfyUI prompt {prompt_id} produced no image")
-    return Rendered(images[0], "simulated" if ctx.gpu.backend_name == "simulated" else "comfyui", prompt)
+    return Rendered(images[0], "simulated" if ctx.gpu.backend_name == "simulated" else "comfyui", prompt,
+                    lora_strength=strength_model if mode == "lora" else None)
 
 
 def _attempt(mode: str, route: Route, started: float, waited: SlotWait, error: str | None) -> RouteAttempt:
@@ -158,9 +165,9 @@ def _lora_not_loaded(entry: dict, lora_name: str) -> str | None:
     return None
 
 
-def _render(ctx, route: Route, *args) -> Rendered:
+def _render(ctx, route: Route, *args, **kwargs) -> Rendered:
     runner = _via_endpoint if route.kind == "modal_endpoint" else _via_comfyui
-    return runner(ctx, route, *args)
+    return runner(ctx, route, *args, **kwargs)
 
 
 def _row_id(value) -> int | None:
@@ -191,7 +198,8 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str, *,
         jobs.finish(job.id, "failed", error=str(exc))
         return GenerationOutcome(job.id, "failed")
     character = CharactersRepository(ctx.db).get(job.character_id)
-    selection = get_lora_for_generation(ctx, job.character_id, model.name)
+    selection = get_lora_for_generation(ctx, job.character_id, model.name, pinned_id=job.requested_lora_model_id)
+    strengths = model.lora_strengths(job.requested_strength)
     reference, reference_error = None, None
     swap_photos = training_photo_keys(ctx, character) if character and character.photo_keys else []
     if swap_photos:  # a training photo: a held-out one would make its own score a copy
@@ -217,7 +225,7 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str, *,
         try:
             prompt = apply_trigger_word(job.prompt, selection.lora.trigger_word if mode == "lora" else None)
             with route_slot(ctx, route.kind, waited):
-                rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference)
+                rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference, strengths=strengths)
         except Exception as exc:  # noqa: BLE001 - any route failure falls back; the reason is kept on the job
             ignored = ignored or isinstance(exc, LoraNotApplied)
             attempts.append(_attempt(mode, route, started, waited, f"{exc.__class__.__name__}: {exc}"[:500]))
@@ -238,6 +246,10 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str, *,
         "loraSkippedReason": skipped,
         "loraSkippedDetail": None if used_lora else selection.detail,
         "candidateLoraModelId": selection.lora.id if selection.lora is not None else None,
+        "requestedLoraModelId": job.requested_lora_model_id,
+        "requestedStrength": job.requested_strength,
+        "loraStrengthModel": strengths[0] if used_lora else None,
+        "loraStrengthClip": strengths[1] if used_lora else None,
         "loraIdentity": selection.identity if used_lora else None,  # "unverified": the file names no owner
         "routes": [asdict(a) for a in attempts],
         "fallback": mode != "lora" and rendered is not None,
@@ -258,6 +270,7 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str, *,
         job.id, "succeeded", output_keys=[key], sent_prompt=rendered.sent_prompt, lora_model_id=lora_id,
         trigger_word=trigger, lora_skipped_reason=skipped, mode=mode, backend=rendered.backend,
         input_metadata={**job.input_metadata, **metadata}, lora_candidate_id=_row_id(candidate),
+        lora_strength=rendered.lora_strength if used_lora else None,
     )
     if character is not None:
         scoring = functools.partial(_score_output, job_id=job.id, character=character, image=rendered.image)

@@ -23,6 +23,7 @@ from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, insp
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.lora_files import StoredFile, file_expert, stored_files
 from lora_pipelines.store.characters import CharactersRepository
+from lora_pipelines.store.lora_activations import LoraActivationsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects.files import sha256_of_file
 
@@ -88,18 +89,21 @@ def _inspect_file(ctx: PipelineContext, file: StoredFile) -> InspectOutcome:
     return InspectOutcome.success(inspection)  # the whole header: selection compares its identity with the row
 
 
-def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str) -> LoraSelection:
-    """The LoRA to use for this character and model, or the reason none is used."""
+def get_lora_for_generation(ctx: PipelineContext, character_id: int, model: str,
+                            pinned_id: int | None = None) -> LoraSelection:
+    """The LoRA to use for this character and model (the job's pinned one, else the active one), or the reason
+    none is used."""
     entry = get_model(model)
     character = CharactersRepository(ctx.db).get(character_id)
     facts = None if character is None else CharacterFacts(id=character.id, lora_enabled=character.lora_enabled)
     # every ready LoRA of the character: selection tells "none ready" from "ready, but for another base model"
     rows = [] if character is None else LoraModelsRepository(ctx.db).find_by_character_id(character_id)
+    active = LoraActivationsRepository(ctx.db).active_id(character_id, entry.base_model) if rows else None
     candidates = [
         LoraCandidate(id=r.id, base_model=r.base_model, trigger_word=r.trigger_word, model_path=r.model_path,
                       sha256=r.sha256, finished_at=r.finished_at, second_expert_path=r.second_expert_path,
                       second_expert_sha256=r.second_expert_sha256, character_id=str(r.character_id),
-                      dataset_hash=r.dataset_hash)
+                      dataset_hash=r.dataset_hash, active=r.id == active)
         for r in rows if r.status == "ready"
     ]
-    return select_lora(facts, entry, candidates, lambda c: inspect_stored_lora(ctx, c))
+    return select_lora(facts, entry, candidates, lambda c: inspect_stored_lora(ctx, c), pinned_id=pinned_id)

@@ -56,3 +56,49 @@ def outputs_preview(ctx: PipelineContext, outcomes) -> bytes | None:
         if ctx.store.exists(key):
             images.append((f"#{outcome.job_id} {outcome.mode}", ctx.store.get_bytes(key)))
     return contact_sheet(images)
+
+
+# Dagster's UI shows a Markdown metadata value in place (not behind "[Show Markdown]") on the asset's pages when it
+# is shorter than this (ui-core MetadataEntry.tsx: expandSmallValues && mdStr.length < 1000); its sanitizer allows
+# data: image sources.
+INLINE_MARKDOWN_LIMIT = 1000
+_INLINE_STEPS = ((96, 50), (80, 45), (64, 40), (56, 35), (48, 30), (40, 25))
+
+
+def inline_thumbnail(data: bytes, alt: str, *, limit: int = INLINE_MARKDOWN_LIMIT) -> str | None:
+    """Markdown of a WebP data-URI thumbnail short enough to show inline: the largest that fits under `limit`
+    characters (None when the image is unreadable or nothing fits)."""
+    import base64
+
+    try:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+    except (OSError, ValueError):
+        return None
+    for side, quality in _INLINE_STEPS:
+        thumb = image.copy()
+        thumb.thumbnail((side, side))
+        out = io.BytesIO()
+        thumb.save(out, format="WEBP", quality=quality, method=6)
+        markdown = f"![{alt}](data:image/webp;base64,{base64.b64encode(out.getvalue()).decode()})"
+        if len(markdown) < limit:
+            return markdown
+    return None
+
+
+def output_images(ctx: PipelineContext, outcomes, limit: int = 8) -> list[tuple[int, str, bytes]]:
+    """(job id, route, first image) of up to `limit` succeeded jobs."""
+    images = []
+    for outcome in outcomes:
+        if outcome.status != "succeeded" or len(images) >= limit:
+            continue
+        key = generation_output_key(str(outcome.job_id), 0)
+        if ctx.store.exists(key):
+            images.append((outcome.job_id, outcome.mode or "", ctx.store.get_bytes(key)))
+    return images
+
+
+def dataset_crops(ctx: PipelineContext, zip_key: str, limit: int = 6) -> list[tuple[str, bytes]]:
+    """(item name, PNG) of the first training crops of a stored dataset zip."""
+    with zipfile.ZipFile(io.BytesIO(ctx.store.get_bytes(zip_key))) as archive:
+        names = sorted(n for n in archive.namelist() if n.startswith("images/") and n.endswith(".png"))
+        return [(n.rsplit("/", 1)[-1].removesuffix(".png"), archive.read(n)) for n in names[:limit]]

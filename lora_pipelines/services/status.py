@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from lora_pipelines.reporting import metrics
+from lora_pipelines.reporting import feedback, metrics
 from lora_pipelines.services.context import PipelineContext
+from lora_pipelines.services.outputs import output_urls
+from lora_pipelines.services.training_state import training_states
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+from lora_pipelines.store.lora_activations import LoraActivationsRepository
 from lora_pipelines.store.lora_models import LoraModelsRepository
 
 
-def _lora(row) -> dict:
+def _lora(row, active: set[int] = frozenset()) -> dict:
     return {"id": row.id, "status": row.status, "base_model": row.base_model, "model_path": row.model_path,
             "model_url": row.model_url, "sha256": row.sha256, "trigger_word": row.trigger_word,
-            "size_bytes": row.size_bytes, "error": row.error, "second_expert": _second_expert(row)}
+            "size_bytes": row.size_bytes, "error": row.error, "second_expert": _second_expert(row),
+            "active": row.id in active, "validation_score": row.validation_score, "gate_reason": row.gate_reason}
 
 
 def _second_expert(row) -> dict | None:
@@ -40,15 +44,21 @@ def _job(job) -> dict:
 def system_status(ctx: PipelineContext, *, limit: int = 200) -> dict:
     loras = LoraModelsRepository(ctx.db)
     characters = CharactersRepository(ctx.db).list(limit=limit)
+    states = training_states(ctx, characters, with_progress=True)
+    active = set(LoraActivationsRepository(ctx.db).active_ids([c.id for c in characters]).values())
     return {
         "store": {"url": ctx.store.url},
         "characters": [
             {"id": c.id, "name": c.name, "lora_enabled": c.lora_enabled, "trigger_word": c.trigger_word,
-             "photo_keys": list(c.photo_keys), "loras": [_lora(r) for r in loras.find_by_character_id(c.id)]}
+             "photo_keys": list(c.photo_keys),
+             "loras": [_lora(r, active) for r in loras.find_by_character_id(c.id)],
+             "training": [s.as_dict() for s in states[c.id]]}
             for c in characters
         ],
-        "generation_jobs": [_job(j) for j in GenerationJobsRepository(ctx.db).list(limit=limit, newest_first=True)],
+        "generation_jobs": [{**_job(j), "output_urls": output_urls(ctx.store, list(j.output_keys or []))}
+                            for j in GenerationJobsRepository(ctx.db).list(limit=limit, newest_first=True)],
         "metrics": metrics.headline(ctx.db),
         # held-out vs in-sample references, by dlib and by SFace, and where the two disagree
         "face_match": metrics.face_match_summary(ctx.db),
+        "user_satisfaction": feedback.summary(ctx.db),
     }

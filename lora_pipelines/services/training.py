@@ -20,6 +20,7 @@ from lora_pipelines.domain.keys import dataset_prefix, lora_key
 from lora_pipelines.domain.lora_identity import LoraIdentity, identity_mismatches
 from lora_pipelines.domain.safetensors_inspect import InvalidLoraFileError, inspect_lora_file
 from lora_pipelines.gpu.schemas import TrainingPoll, TrainingResult, TrainingSpec
+from lora_pipelines.services.checkpoints import checkpoints_to_train
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.references import References, save_references
 from lora_pipelines.store.characters import CharactersRepository
@@ -178,6 +179,7 @@ def _spec(ctx: PipelineContext, row, descriptor: DatasetDescriptor) -> TrainingS
         steps=ctx.settings.training_steps,
         rank=ctx.settings.training_rank,
         idempotency_key=f"{row.idempotency_key}:attempt{row.attempt}",
+        checkpoints=checkpoints_to_train(ctx, descriptor.base_model),
     )
 
 

@@ -1,5 +1,6 @@
 """Finishing a training whose GPU call was submitted earlier, by whichever run gets there: poll the call (for at most
-a short wait), and once it has ended publish and verify the artifact, mark the row failed, or resubmit a lost call.
+a short wait), and once it has ended choose the best checkpoint (services/checkpoints.py), publish and verify it,
+mark the row failed, or resubmit a lost call.
 
 Submitting (`services.training.start_training`) and finishing are separate so that no run, and no GPU pool slot,
 is held for the length of a training: the `training_completion` sensor requests the finishing run when the call
@@ -15,6 +16,7 @@ from typing import Literal
 from lora_pipelines.domain.keys import dataset_prefix
 from lora_pipelines.gpu.schemas import TrainingPoll
 from lora_pipelines.services import training as svc
+from lora_pipelines.services.checkpoints import CheckpointChoice, choose_checkpoint
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.store.lora_models import LoraModelsRepository
 
@@ -30,6 +32,7 @@ class TrainingFinish:
     state: FinishState  # published: ready now; verified: was ready, file re-checked; running: not ended yet
     row: object  # the lora_models row as it is now
     checks: svc.ArtifactChecks | None = None
+    choice: CheckpointChoice | None = None  # the checkpoint published and every checkpoint's score (published only)
 
 
 def resubmission_descriptor(ctx: PipelineContext, row) -> svc.DatasetDescriptor:
@@ -79,5 +82,6 @@ def finish_training(ctx: PipelineContext, row_id: int, *, wait_s: float, poll_in
         if row.status == "ready":  # another run finished it meanwhile: check the file it published
             return TrainingFinish("verified", row, svc.verify_ready_artifact(ctx, row))
         return TrainingFinish("failed", row)
-    checks = svc.publish_artifact(ctx, row.id, result)
-    return TrainingFinish("published" if checks.passed else "failed", repo.get(row.id), checks)
+    choice = choose_checkpoint(ctx, row.id, result)  # the best checkpoint by held-out likeness, not the last
+    checks = svc.publish_artifact(ctx, row.id, choice.result)
+    return TrainingFinish("published" if checks.passed else "failed", repo.get(row.id), checks, choice)

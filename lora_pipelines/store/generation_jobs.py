@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from lora_pipelines.domain.keys import validate_key
 from lora_pipelines.store.database import Database
-from lora_pipelines.store.rows import RecordNotFoundError, Table, apply, to_record, update_locked
+from lora_pipelines.store.rows import RecordNotFoundError, Table, apply, lock_row, to_record, update_locked
 from lora_pipelines.store.status import check_generation_transition, validate_generation_status
 from lora_pipelines.store.tables import CharacterRow, GenerationJobRow, utcnow
 from lora_pipelines.store.validation import check_fields, check_page, check_short_text, check_text, only
@@ -58,6 +58,9 @@ class GenerationJob:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    requested_lora_model_id: int | None = None  # a LoRA the request pinned
+    requested_strength: float | None = None  # the LoRA strength the request asked for
+    lora_strength: float | None = None  # the strength applied (None when no LoRA was used)
 
 
 GENERATION_JOBS = Table(
@@ -71,9 +74,22 @@ _UPDATABLE = frozenset(
     {
         "sent_prompt", "lora_model_id", "trigger_word", "lora_skipped_reason", "mode", "backend", "input_metadata",
         "output_keys", "face_distance", "face_match", "face_count", "error", "face_reference", "sface_similarity",
-        "sface_match", "in_sample_face_match", "in_sample_sface_match", "lora_candidate_id",
+        "sface_match", "in_sample_face_match", "in_sample_sface_match", "lora_candidate_id", "lora_strength",
     }
 )  # fmt: skip
+MAX_STRENGTH = 2.0  # ComfyUI takes -100..100; past about 2 a LoRA no longer keeps a face, it burns it
+
+
+class PinRefused(ValueError):
+    """A pinned LoRA this request cannot use (another character's, not ready, another base model)."""
+
+
+def check_strength(strength: object) -> float | None:
+    if strength is None:
+        return None
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= MAX_STRENGTH:
+        raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, got {strength!r}")
+    return float(strength)
 
 
 class GenerationJobsRepository:
@@ -87,8 +103,16 @@ class GenerationJobsRepository:
         prompt: str,
         count: int = 1,
         input_metadata: dict[str, Any] | None = None,
+        *,
+        strength: float | None = None,
+        lora_model_id: int | None = None,
+        base_model: str | None = None,
     ) -> list[int]:
-        """Insert `count` pending jobs; returns their ids in order."""
+        """Insert `count` pending jobs; returns their ids in order.
+
+        `strength` (0..2) and a pinned `lora_model_id` are recorded as asked. A pin must name a ready LoRA of this
+        character for `base_model` (the model's family), checked under the LoRA's row lock so retention cannot
+        archive it in between (PinRefused otherwise)."""
         if not isinstance(model, str) or not model or len(model) > 64:
             raise ValueError("model must be a non-empty string of at most 64 characters")
         if not isinstance(prompt, str):
@@ -98,21 +122,47 @@ class GenerationJobsRepository:
         if not 1 <= count <= MAX_ENQUEUE:
             raise ValueError(f"count must be between 1 and {MAX_ENQUEUE}, got {count}")
         metadata = dict(input_metadata or {})
-        check_fields({"input_metadata": metadata}, "generation_jobs")
+        check_fields({"input_metadata": metadata, "requested_lora_model_id": lora_model_id}, "generation_jobs")
+        strength = check_strength(strength)
         with self.db.session() as session:
             if session.get(CharacterRow, character_id) is None:
                 raise RecordNotFoundError(f"characters {character_id} does not exist")
+            if lora_model_id is not None:
+                self._check_pin(session, character_id, lora_model_id, base_model)
             now = utcnow()
             rows = [
                 GenerationJobRow(
                     character_id=character_id, model=model, prompt=prompt, input_metadata=dict(metadata),
-                    created_at=now, updated_at=now,
+                    requested_strength=strength, requested_lora_model_id=lora_model_id, created_at=now,
+                    updated_at=now,
                 )  # fmt: skip
                 for _ in range(count)
             ]
             session.add_all(rows)
             session.flush()
             return [r.id for r in rows]
+
+    @staticmethod
+    def _check_pin(session: Any, character_id: int, lora_model_id: int, base_model: str | None) -> None:
+        from lora_pipelines.store.lora_models import LORA_MODELS
+
+        try:
+            lora = lock_row(session, LORA_MODELS, lora_model_id)
+        except RecordNotFoundError:
+            raise PinRefused(f"LoRA {lora_model_id} does not exist") from None
+        if lora.character_id != character_id:
+            raise PinRefused(f"LoRA {lora.id} belongs to character {lora.character_id}, not {character_id}")
+        if lora.status != "ready":
+            raise PinRefused(f"LoRA {lora.id} is {lora.status}, not ready")
+        if base_model is not None and lora.base_model != base_model:
+            raise PinRefused(f"LoRA {lora.id} is a {lora.base_model} LoRA; this model needs a {base_model} one")
+
+    def pinned_lora_ids(self, statuses: tuple[str, ...] = ("pending", "running")) -> set[int]:
+        """LoRAs pinned by jobs in `statuses`: retention never removes one."""
+        stmt = (sa.select(GenerationJobRow.requested_lora_model_id).distinct()
+                .where(GenerationJobRow.status.in_(statuses), GenerationJobRow.requested_lora_model_id.is_not(None)))
+        with self.db.session(readonly=True) as session:
+            return set(session.scalars(stmt))
 
     def get(self, job_id: int) -> GenerationJob | None:
         with self.db.session(readonly=True) as session:

@@ -1,9 +1,9 @@
 """The `lora_models` repository: one trained (or training) LoRA of a character for a base model.
 
-Status moves only forward: pending → training → ready | failed, and pending → failed; `ready` and `failed`
-are final (rules in `status.py`). Writing the same status again to update other fields is allowed; any other
-move raises `IllegalStatusTransition` and changes nothing. Every method runs in its own transaction and returns
-detached, frozen records.
+Status moves only forward: pending → training → ready | failed, and pending → failed; ready → archived when
+retention removed its files; `failed` and `archived` are final (rules in `status.py`). Writing the same status
+again to update other fields is allowed; any other move raises `IllegalStatusTransition` and changes nothing.
+Every method runs in its own transaction and returns detached, frozen records.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ class LoraModel:
     updated_at: datetime
     training_started_at: datetime | None
     finished_at: datetime | None
+    validation_score: float | None = None
+    validation: dict[str, Any] | None = None
+    gate_reason: str | None = None
+    gated_at: datetime | None = None
+    archived_at: datetime | None = None
 
 
 LORA_MODELS = Table(
@@ -62,13 +67,15 @@ LORA_MODELS = Table(
     LoraModelRow,
     LoraModel,
     check_transition=check_lora_transition,
-    stamps={"training": "training_started_at", "ready": "finished_at", "failed": "finished_at"},
+    stamps={"training": "training_started_at", "ready": "finished_at", "failed": "finished_at",
+            "archived": "archived_at"},
 )
 _UPDATABLE = frozenset(
     {
         "training_model", "job_id", "model_path", "model_url", "sha256", "size_bytes", "gpu_call_id", "backend",
         "dataset_hash", "attempt", "error", "trigger_word", "training_started_at", "finished_at",
         "second_expert_path", "second_expert_sha256", "second_expert_size_bytes",
+        "validation_score", "validation", "gate_reason", "gated_at", "archived_at",
     }
 )  # fmt: skip
 

@@ -1,6 +1,7 @@
 """Which status moves a row may make. Pure rules, no database.
 
-LoRA models:      pending → training → ready | failed, and pending → failed.
+LoRA models:      pending → training → ready | failed, and pending → failed; ready → archived (retention removed
+                  its files; only a LoRA nothing uses is archived, see services/retention.py).
 Generation jobs:  pending → running → succeeded | failed, and pending → failed (a job refused before it ran);
                   running → pending only through `requeue_stale` (a worker vanished).
 Staying in the same status (to update other fields) is always allowed; everything else is refused.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-LoraStatus = Literal["pending", "training", "ready", "failed"]
+LoraStatus = Literal["pending", "training", "ready", "failed", "archived"]
 GenerationStatus = Literal["pending", "running", "succeeded", "failed"]
 LORA_STATUSES: tuple[str, ...] = get_args(LoraStatus)
 GENERATION_STATUSES: tuple[str, ...] = get_args(GenerationStatus)
@@ -18,8 +19,9 @@ GENERATION_STATUSES: tuple[str, ...] = get_args(GenerationStatus)
 LORA_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"training", "failed"}),
     "training": frozenset({"ready", "failed"}),
-    "ready": frozenset(),
+    "ready": frozenset({"archived"}),
     "failed": frozenset(),
+    "archived": frozenset(),
 }
 GENERATION_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"running", "failed"}),

@@ -69,7 +69,10 @@ class CharacterRow(_Timestamps, Base):
     trigger_word: Mapped[str] = mapped_column(sa.String(64), nullable=False)
     photo_keys: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False, default=list)
 
-    __table_args__ = (sa.Index(None, "updated_at", "id"),)
+    __table_args__ = (
+        sa.Index(None, "updated_at", "id"),
+        sa.Index(None, "trigger_word", unique=True),  # migration 0004
+    )
 
 
 class LoraModelRow(_Timestamps, Base):
@@ -98,12 +101,41 @@ class LoraModelRow(_Timestamps, Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     training_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # versions (migration 0005): the best checkpoint's likeness, every checkpoint's scores, the quality gate's
+    # decision (gate_reason: why a ready LoRA is not the one in use) and when retention archived it
+    validation_score: Mapped[float | None] = mapped_column(sa.Float)
+    validation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    gate_reason: Mapped[str | None] = mapped_column(sa.Text)
+    gated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", LORA_STATUSES), name="status"),
         sa.Index(None, "character_id", "base_model", "status", "id"),
         sa.Index(None, "status", "id"),
     )
+
+
+TRAINING_STATES = ("preparing", "dataset_ready", "failed")
+
+
+class TrainingStateRow(_Timestamps, Base):
+    """What the training assets last learned about a character × base model (migration 0004)."""
+
+    __tablename__ = "training_states"
+
+    character_id: Mapped[int] = mapped_column(sa.ForeignKey("characters.id"), primary_key=True)
+    base_model: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    photo_set: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    state: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    check_name: Mapped[str | None] = mapped_column(sa.String(64))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    dataset_hash: Mapped[str | None] = mapped_column(sa.String(128))
+    usable: Mapped[int | None] = mapped_column(sa.Integer)
+    required: Mapped[int | None] = mapped_column(sa.Integer)
+
+    __table_args__ = (sa.CheckConstraint(_in("state", TRAINING_STATES), name="state"),)
 
 
 class GenerationJobRow(_Timestamps, Base):
@@ -139,6 +171,10 @@ class GenerationJobRow(_Timestamps, Base):
     claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # what the request asked for (a pinned LoRA, a strength) and the strength applied (migration 0005)
+    requested_lora_model_id: Mapped[int | None] = mapped_column(sa.Integer)
+    requested_strength: Mapped[float | None] = mapped_column(sa.Float)
+    lora_strength: Mapped[float | None] = mapped_column(sa.Float)
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", GENERATION_STATUSES), name="status"),
@@ -147,4 +183,50 @@ class GenerationJobRow(_Timestamps, Base):
         sa.Index(None, "character_id"),
         sa.Index(None, "created_at"),
         sa.Index(None, "finished_at"),  # time-window metrics and report (migration 0002)
+    )
+
+
+ACTIVATION_KINDS = ("gate", "manual")
+VERDICTS = ("better", "same", "worse")
+
+
+class LoraActivationRow(Base):
+    """Which ready LoRA generation uses for a character and base model: the newest row wins (migration 0005)."""
+
+    __tablename__ = "lora_activations"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    character_id: Mapped[int] = mapped_column(sa.ForeignKey("characters.id"), nullable=False)
+    base_model: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    lora_model_id: Mapped[int] = mapped_column(sa.ForeignKey("lora_models.id"), nullable=False)
+    previous_lora_model_id: Mapped[int | None] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    activated_by: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    reason: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", ACTIVATION_KINDS), name="kind"),
+        sa.Index(None, "character_id", "base_model", "id"),
+    )
+
+
+class GenerationFeedbackRow(_Timestamps, Base):
+    """A user's verdict on a generated image: better / same / worse than without the LoRA (migration 0005)."""
+
+    __tablename__ = "generation_feedback"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(sa.ForeignKey("generation_jobs.id"), nullable=False)
+    rating: Mapped[str] = mapped_column(sa.String(8), nullable=False)  # as given: better/same/worse or 1..5
+    verdict: Mapped[str] = mapped_column(sa.String(8), nullable=False)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    rated_by: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    rated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    source: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+
+    __table_args__ = (
+        sa.CheckConstraint(_in("verdict", VERDICTS), name="verdict"),
+        sa.UniqueConstraint("job_id", "rated_by"),
+        sa.Index(None, "rated_at"),
     )

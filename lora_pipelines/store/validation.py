@@ -85,7 +85,8 @@ def check_fields(fields_: dict[str, Any], table: str) -> None:
                       "lora_model_id", "lora_candidate_id"} and value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{table}.{name} must be an integer >= 0, got {value!r}")
-        elif name in {"training_started_at", "started_at", "finished_at"} and value is not None:
+        elif name in {"training_started_at", "started_at", "finished_at", "gated_at", "archived_at",
+                      "rated_at"} and value is not None:
             if not isinstance(value, datetime) or value.tzinfo is None:
                 raise ValueError(f"{table}.{name} must be a timezone-aware datetime")
         elif name in {"job_id", "gpu_call_id", "training_model", "claimed_by"}:
@@ -109,6 +110,20 @@ def check_fields(fields_: dict[str, Any], table: str) -> None:
                 raise ValueError(f"{table}.face_distance must be a finite number >= 0, got {value!r}")
         elif name in {"face_match", "lora_enabled"} and value is not None and not isinstance(value, bool):
             raise ValueError(f"{table}.{name} must be a bool")
+        elif name in {"validation_score", "requested_strength", "lora_strength"} and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{table}.{name} must be a finite number, got {value!r}")
+        elif name == "validation" and value is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{table}.validation must be a dict")
+            check_json(value, f"{table}.validation")
+        elif name in {"gate_reason", "note"} and value is not None:
+            if not isinstance(value, str):
+                raise ValueError(f"{table}.{name} must be a string")
+            check_text(value, f"{table}.{name}")
+        elif name == "requested_lora_model_id" and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{table}.{name} must be a positive integer, got {value!r}")
 
 
 def only(fields_: Mapping[str, Any], allowed: frozenset[str], table: str) -> None:

@@ -21,7 +21,7 @@ from lora_pipelines.gpu.schemas import (
     GenerateRequest,
     GenerateResponse,
 )
-from sim_gpu.likeness import lora_weight
+from sim_gpu.likeness import copy_rate, lora_weight
 from sim_gpu.routes.common import State, error_response, inject_faults, modal_auth
 from sim_gpu.state import SimState
 from sim_gpu.studio import LoraRejected, is_triggered, seed_for
@@ -39,7 +39,7 @@ def _generate(sim: SimState, route: str, req: GenerateRequest) -> Any:
     if not expected and req.lora is not None:
         return error_response(422,
                               "the standard endpoint does not apply LoRAs; use /flux-lora or /qwen-image-2512-lora")
-    applied, identity, weight = None, [], 0.0
+    applied, identity, weight, copies, photos = None, [], 0.0, 0.0, ()
     if req.lora is not None:
         try:
             lora = sim.studio.fetch_lora(req.lora.url, req.lora.sha256)
@@ -53,13 +53,14 @@ def _generate(sim: SimState, route: str, req: GenerateRequest) -> Any:
         if triggered and req.lora.strength_model > 0:
             identity = list(lora.faces)
             weight = lora_weight(lora.traits, strength=req.lora.strength_model, applied=True)
+            copies, photos = copy_rate(lora.traits), lora.photos
         applied = AppliedLora(lora_model_id=req.lora.lora_model_id, loaded=True,
                               strength_model=req.lora.strength_model, strength_clip=req.lora.strength_clip,
                               detected_base_model=lora.base_model,
                               ignored_reason=None if identity else
                               (f"trigger word {trigger!r} not in prompt" if not triggered else "strength_model <= 0"))
     png, _shown = sim.studio.render(seed=seed_for(req.seed, route, req.prompt), width=req.width, height=req.height,
-                                    identity=identity, weight=weight,
+                                    identity=identity, weight=weight, copy_rate=copies, copy_from=photos,
                                     info={"mode": "lora" if req.lora else "standard", "route": route,
                                           "seed": str(req.seed), "lora": req.lora.lora_model_id if req.lora else ""})
     return GenerateResponse(image_b64=base64.b64encode(png).decode(), mode="lora" if req.lora else "standard",

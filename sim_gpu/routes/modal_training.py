@@ -39,6 +39,17 @@ def cancel(call_id: str, sim: State, _plan=Depends(inject_faults("cancel"))) -> 
     return call.poll()
 
 
+@router.delete("/function-calls/{call_id}/files", responses={404: {"model": ErrorResponse}})
+def remove_files(call_id: str, sim: State, only: str | None = None,
+                 _plan=Depends(inject_faults("files"))) -> Any:
+    """The Modal volume's stand-in: delete what this call trained (retention archived the LoRA), or with
+    `only=step000250,final` just those files (the checkpoints not published)."""
+    if not SAFE_NAME.match(call_id):
+        return error_response(404, "function call not found", call_id)
+    parts = [p for p in (only or "").split(",") if p] if only is not None else None
+    return {"removed": sim.calls.remove_files(call_id, parts)}
+
+
 @router.get("/files/{name}")
 def files(name: str, sim: State, _plan=Depends(inject_faults("files"))) -> Response:
     path = sim.calls.files_dir / name

@@ -17,7 +17,8 @@ def test_definitions_hold_the_whole_pipeline(lp_home):
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"training_dataset", "trained_lora", "lora_artifact", "generation_outputs", "lora_quality_report"} <= keys
-    assert {s.name for s in defs.sensors} == {"new_characters", "training_completion", "pending_generations"}
+    assert {s.name for s in defs.sensors} == {"new_characters", "training_completion", "pending_generations",
+                                              "training_failures"}
     checks = {key.name for key in graph.asset_check_keys}
     assert {"face_consistency", "lora_usage_rate", "generation_success_rate", "fallback_success",
             "enough_photos", "single_identity", "header_valid", "base_model_matches", "checksum_matches"} <= checks
@@ -58,3 +59,22 @@ def test_secret_bearing_settings_are_env_vars_not_values(lp_home, monkeypatch):
 
     resource = defs().resources["pipeline"]
     assert "hunter2-secret" not in repr(resource.database_url)
+
+
+def test_training_partitions_are_the_base_models_characters_are_trained_for(lp_home, monkeypatch):
+    """No one-2.1/one-2.2 partitions nobody trains (every training asset looked 60% filled): the sensors' setting."""
+    from lora_pipelines.definitions import defs
+
+    default = ["z-image-turbo", "flux", "qwen-image"]
+    for setting, expected in (("flux,qwen-image", ["flux", "qwen-image"]), (None, default)):
+        if setting is None:
+            monkeypatch.delenv("LORA_PIPELINES_TRAIN_BASE_MODELS", raising=False)
+        else:
+            monkeypatch.setenv("LORA_PIPELINES_TRAIN_BASE_MODELS", setting)
+        built = defs()
+        for asset in ("training_dataset", "trained_lora", "lora_artifact"):
+            partitions = built.resolve_assets_def(asset).partitions_def
+            [base_models] = [d.partitions_def for d in partitions.partitions_defs if d.name == "base_model"]
+            assert base_models.get_partition_keys() == expected, asset
+        assert built.resolve_job_def("training_job").partitions_def.partitions_defs[0].partitions_def \
+            .get_partition_keys() == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import dagster as dg
 import pytest
 from click.testing import CliRunner
 
@@ -177,14 +178,16 @@ def test_a_backend_failing_every_lora_call_still_succeeds_through_fallback(world
     assert world.stats()["statuses"]["flux-lora"].get("503", 0) >= 2
 
 
-def test_generate_cli_with_wait_prints_the_outputs(world):
+def test_generate_cli_with_wait_prints_the_outputs(world, monkeypatch):
     from lora_pipelines.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", world.instance.root_directory)  # the instance the command records in
 
     cli = CliRunner().invoke(main, ["generate", "--character", str(world.katy.id), "--model", "flux",
                                     "--prompt", PROMPT, "--count", "2", "--wait"])
 
     assert cli.exit_code == 0, cli.output
-    lines = cli.output.strip().splitlines()
+    lines = cli.stdout.strip().splitlines()
     assert lines[0].startswith("enqueued generation jobs ")
     printed = [json.loads(line) for line in lines[1:]]
     assert len(printed) == 2
@@ -194,14 +197,29 @@ def test_generate_cli_with_wait_prints_the_outputs(world):
         assert job["prompt"] == f"{world.katy.trigger_word}, {PROMPT}"
         assert len(job["output_uris"]) == 1 and job["output_uris"][0].startswith("file://")
         assert (world.home / "objects" / job["output_keys"][0]).stat().st_size > 0
+        assert job["output_urls"] == job["output_uris"]  # a folder store: file URLs that open the image
+
+    # the jobs ran as a generation_job run on the Dagster instance of DAGSTER_HOME: the run, its materialization
+    # and its checks are recorded there
+    [run_id] = {job["dagster_run_id"] for job in printed}
+    instance = world.instance
+    run = instance.get_run_by_id(run_id)
+    assert run.job_name == "generation_job" and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["lora_pipelines/launched_by"] == "cli"
+    [record] = [r for r in instance.fetch_materializations(dg.AssetKey("generation_outputs"), limit=50).records
+                if r.run_id == run_id]
+    assert record.asset_materialization.metadata["job_ids"].value == [job["id"] for job in printed]
+    check = instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(dg.AssetKey("generation_outputs"), "generation_success_rate"))
+    assert check is not None and check.run_id == run_id
 
 
 def test_generate_cli_with_wait_waits_for_jobs_another_worker_claimed(world, monkeypatch):
     """--wait prints final jobs: one the sensor's run claimed first is waited for, not printed while running."""
     import threading
 
+    from lora_pipelines.assets import generation as generation_asset
     from lora_pipelines.cli import main
-    from lora_pipelines.services import generation as generation_svc
 
     def claimed_elsewhere(ctx, job_id, worker, finish_after_s):
         repo = GenerationJobsRepository(ctx.db)
@@ -212,14 +230,15 @@ def test_generate_cli_with_wait_waits_for_jobs_another_worker_claimed(world, mon
         return None
 
     args = ["generate", "--character", str(world.katy.id), "--model", "flux", "--prompt", PROMPT, "--wait"]
-    monkeypatch.setattr(generation_svc, "run_generation_job", lambda c, j, worker: claimed_elsewhere(c, j, worker, 0.5))
+    monkeypatch.setattr(generation_asset, "run_generation_job",
+                        lambda c, j, worker: claimed_elsewhere(c, j, worker, 0.5))
     waited = CliRunner().invoke(main, [*args, "--timeout", "30"])
-    monkeypatch.setattr(generation_svc, "run_generation_job",
+    monkeypatch.setattr(generation_asset, "run_generation_job",
                         lambda c, j, worker: claimed_elsewhere(c, j, worker, None))
     timed_out = CliRunner().invoke(main, [*args, "--timeout", "1"])
 
     assert waited.exit_code == 0, waited.output
-    [printed] = [json.loads(line) for line in waited.output.strip().splitlines()[1:]]
+    [printed] = [json.loads(line) for line in waited.stdout.strip().splitlines()[1:]]
     assert printed["status"] == "failed" and printed["error"] == "ran elsewhere"
     assert timed_out.exit_code != 0 and "still running elsewhere" in timed_out.output
     [stuck] = [int(i) for i in timed_out.output.splitlines()[0].rsplit(" ", 1)[1].split(",")]

@@ -18,7 +18,6 @@ from hostile.corpus import (
     HOSTILE_NAMES,
     HOSTILE_PROMPTS,
     SQL_INJECTION_PROMPT,
-    faceless_landscape,
     image_cases,
     oversized_file_case,
     safetensors_cases,
@@ -88,30 +87,33 @@ def test_character_add_skips_each_unreadable_photo_by_name_and_stores_the_rest(f
 
     assert result.exit_code == 0, result.output
     skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped: ")]
-    assert len(skipped) == len(UNDECODABLE)
+    assert len(skipped) == len(IMAGE_CASES)
     for case in UNDECODABLE:
         assert any(line.startswith(f"skipped: {case.name}: ") and case.expect in line.lower()
                    for line in skipped), case.name
-    # decodable photos are kept (faceless ones too: faces are judged when the dataset is built)
-    kept = len(IMAGE_CASES) - len(UNDECODABLE) + 2
+    # decodable images without one clear face (icons, noise, blank, tiny) are skipped too, before anything is stored
+    for case in (c for c in IMAGE_CASES if c not in UNDECODABLE):
+        assert any(line.startswith(f"skipped: {case.name}: ") for line in skipped), case.name
+    kept = 2
     assert f": {kept} photos" in result.stdout
+    assert f"LoRA disabled: 2 usable photo(s) ({len(IMAGE_CASES)} skipped)" in result.stderr
     objects = lp_home / "objects"
     assert all(key.startswith("characters") for key in tree(objects))
     assert len([k for k in tree(objects) if k.count("/") == 3]) == kept
 
 
-def test_character_add_with_no_readable_photo_is_refused_and_stores_nothing(tmp_path, lp_home):
+def test_character_add_with_no_usable_photo_is_refused_and_stores_nothing(tmp_path, lp_home):
     folder = tmp_path / "photos"
-    write_images(folder, UNDECODABLE)
+    write_images(folder, IMAGE_CASES)
     runner = CliRunner()
 
     result = runner.invoke(main, ["character", "add", "--name", "Nobody", "--photos", str(folder)])
 
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"Error: none of the {len(UNDECODABLE)} photos is usable: ")
-    assert all(case.name in result.stderr for case in UNDECODABLE)
-    assert json.loads(runner.invoke(main, ["status", "--json"]).stdout)["characters"] == []
-    assert not (lp_home / "objects").exists() or tree(lp_home / "objects") == set()
+    assert result.stderr.startswith(f"Error: none of the {len(IMAGE_CASES)} photos is usable: ")
+    assert all(case.name in result.stderr for case in IMAGE_CASES)
+    assert "no face found" in result.stderr
+    assert not lp_home.exists()  # refused before any home, database or store was made
 
 
 def test_face_match_reports_each_bad_candidate_and_scores_the_rest(faces_dir, tmp_path):
@@ -272,11 +274,11 @@ def test_hostile_text_from_a_backend_never_stops_a_job_from_being_recorded(datab
 
 
 @pytest.mark.parametrize("label", sorted(HOSTILE_NAMES))
-def test_character_add_cli_with_a_hostile_name(tmp_path, lp_home, label):
+def test_character_add_cli_with_a_hostile_name(tmp_path, lp_home, label, faces_dir):
     value, refusal = HOSTILE_NAMES[label]
     folder = tmp_path / "photos"
     folder.mkdir()
-    faceless_landscape().save(folder / "a.jpg")
+    (folder / "a.jpg").write_bytes((faces_dir / "katy_perry" / GOOD_PHOTOS[0]).read_bytes())
     runner = CliRunner()
 
     result = runner.invoke(main, ["character", "add", "--name", value, "--photos", str(folder)])
@@ -290,7 +292,8 @@ def test_character_add_cli_with_a_hostile_name(tmp_path, lp_home, label):
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
         assert result.stderr.startswith("Error: ") and refusal in result.stderr.lower()
         assert "Traceback" not in result.output
-        assert json.loads(runner.invoke(main, ["status", "--json"]).stdout)["characters"] == []
+        assert not lp_home.exists()  # refused before any home was made
+        return
     assert tree(lp_home / "objects") <= {"characters", "characters/1", "characters/1/photos"} | {
         f"characters/1/photos/{p.name}" for p in (lp_home / "objects").rglob("*.jpg")}
 

@@ -40,6 +40,7 @@ def test_six_photos_of_one_person_give_a_ready_lora_that_inspect_lora_identifies
     assert {name: c.passed for name, c in checks.items()} == {
         "enough_photos": True, "single_identity": True, "no_duplicates": True,
         "header_valid": True, "base_model_matches": True, "checksum_matches": True, "identity_matches": True,
+        "not_worse_than_active": True,
     }
     [row] = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "flux")
     dataset = result.output_for_node("training_dataset")
@@ -84,7 +85,8 @@ def test_running_training_twice_for_a_partition_trains_once(world):
     assert [r.status for r in rows] == ["ready"]
 
 
-def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_training_again(world, monkeypatch):
+def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_training_again(world, monkeypatch,
+                                                                                             faces_dir):
     """A retried run (or the completion sensor's) can finish the row while lora_artifact polls: this run then
     verifies the ready artifact instead of reporting the row as failed."""
     from lora_pipelines.services import training as svc
@@ -96,15 +98,17 @@ def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_tr
         return None  # what this run's poll sees once the row is already ready
 
     monkeypatch.setattr(svc, "wait_for_training", other_run_finishes_first)
+    # a character of its own: training partitions are only the trained base models (flux, z-image-turbo here)
+    character = world.add_character("Katy Finished Elsewhere", person_photos(faces_dir, "katy_perry"))
     spawns = world.spawns()
-    result = world.train(world.katy.id, "qwen-image")
+    result = world.train(character.id, "flux")
 
     assert result.success
     materialized = result.asset_materializations_for_node("lora_artifact")[0].metadata
     assert materialized["verified_only"].value is True and materialized["status"].value == "ready"
     assert all(check.passed for check in check_results(result).values())
     assert world.spawns() == spawns + 1
-    rows = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "qwen-image")
+    rows = LoraModelsRepository(world.ctx.db).find_by_character_and_model(character.id, "flux")
     assert [r.status for r in rows] == ["ready"]
 
 
@@ -125,10 +129,13 @@ def mixed_set(trained_world, faces_dir):
 
         character, skipped = add_character(world.ctx, "Mixed Set", [*scarlett, angelina, folder / "landscape.jpg",
                                                                     folder / "broken.jpg"], lora_enabled=True)
-        # a corrupt photo that reached the store another way (e.g. a cut-off upload) must still be dropped
-        key = photo_key(str(character.id), photo_name(corrupt, ".jpg"))
-        world.ctx.store.put_bytes(key, corrupt)
-        character = CharactersRepository(world.ctx.db).add_photo_keys(character.id, [key])
+        # photos that reached the store another way (a cut-off upload, a character added before faces were
+        # counted at `character add`) must still be dropped by the dataset step
+        keys = []
+        for data in (corrupt, _no_face_photo()):
+            keys.append(photo_key(str(character.id), photo_name(data, ".jpg")))
+            world.ctx.store.put_bytes(keys[-1], data)
+        character = CharactersRepository(world.ctx.db).add_photo_keys(character.id, keys)
         result = world.train(character.id, "flux")
     return {"character": character, "skipped": skipped, "result": result, "angelina": angelina,
             "landscape": _no_face_photo(), "corrupt": corrupt}
@@ -151,7 +158,8 @@ def test_two_people_fail_the_identity_check_naming_the_outlier_and_nothing_train
 
 
 def test_no_face_and_corrupt_photos_are_dropped_with_reasons(trained_world, mixed_set):
-    assert len(mixed_set["skipped"]) == 1 and "broken.jpg" in mixed_set["skipped"][0]
+    skipped = sorted(mixed_set["skipped"])
+    assert len(skipped) == 2 and "broken.jpg: not an image" in skipped[0] and "landscape.jpg: no face" in skipped[1]
 
     dataset = mixed_set["result"].output_for_node("training_dataset")
     reasons = {d["name"]: d["reason"] for d in dataset["dropped"]}

@@ -39,7 +39,9 @@ WAN_LORA_MODEL = ModelEntry(name="one-2.2", base_model="one-2.2", supports_lora=
 @pytest.fixture(scope="module")
 def wan(tmp_path_factory, faces_dir):
     """Its own world: Katy Perry trained for one-2.2 through training_job."""
-    with open_world(tmp_path_factory.mktemp("wan_world")) as world, world.active():
+    # one-2.2 is a training partition only when characters are trained for it (the sensors' setting)
+    with open_world(tmp_path_factory.mktemp("wan_world"),
+                    env={"LORA_PIPELINES_TRAIN_BASE_MODELS": "flux,z-image-turbo,one-2.2"}) as world, world.active():
         world.katy = world.add_character("Katy Wan", person_photos(faces_dir, "katy_perry"))
         world.run = world.train(world.katy.id, "one-2.2")
         [world.row] = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "one-2.2")

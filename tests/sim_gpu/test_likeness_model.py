@@ -79,7 +79,7 @@ def test_the_quality_function_rewards_what_makes_a_real_lora_better():
 
 def test_a_weak_dataset_or_few_steps_gives_a_measurably_weaker_likeness(sim, faces_dir, endpoints, held_out):
     strong, trigger = _train(sim, faces_dir, photos=4)
-    one_photo, _ = _train(sim, faces_dir, photos=1)
+    one_photo, _ = _train(sim, faces_dir, photos=1, steps=300)  # 1000 steps on one photo copy it (over-training)
     few_steps, _ = _train(sim, faces_dir, photos=4, steps=60)
     results = {name: _distances(endpoints, lora, trigger, held_out)
                for name, lora in (("strong", strong), ("one photo", one_photo), ("60 steps", few_steps))}
@@ -141,3 +141,28 @@ def test_face_swap_is_as_good_as_its_reference_photo(faces_dir, endpoints, held_
     assert np.median(poor) > np.median(good) + 0.1
     assert _matches(good) > _matches(poor)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_an_over_trained_lora_copies_its_training_photos_and_held_out_likeness_scores_that_0(
+        sim, faces_dir, endpoints):
+    """1000 steps on one photo: every image is that photo come back; the same photo at 300 steps never is."""
+    from lora_pipelines.faces.likeness import heldout_likeness
+    from lora_pipelines.faces.recognisers import SFaceRecogniser, nearest_score, reference_embeddings
+    from sim_gpu.likeness import LoraTraits, copy_rate
+
+    assert copy_rate(LoraTraits(1, 0.0, 1000, 16)) == 1.0 and copy_rate(LoraTraits(3, 1.0, 1000, 16)) == 0.0
+    photo = person_photos(faces_dir, PERSON)[0]
+    sface = SFaceRecogniser()
+    trained_on = reference_embeddings(sface, [(photo.name, photo.read_bytes())])[0]
+    held_out = reference_embeddings(sface, [(p.name, p.read_bytes()) for p in person_photos(faces_dir, PERSON)[-2:]])[0]
+    images = {}
+    for steps in (300, 1000):
+        lora, trigger = _train(sim, faces_dir, photos=1, steps=steps)
+        images[steps] = [base64.b64decode(endpoints.generate("flux-lora", GenerateRequest(
+            model="flux-dev", prompt=f"{trigger}, portrait in a garden", width=512, height=512, seed=seed,
+            lora=lora)).image_b64) for seed in SEEDS]
+    to_photo = [nearest_score(sface, sface.embed(png)[0].vector, trained_on) for png in images[1000]]
+    assert min(to_photo) >= 0.9  # near copies of the training photo
+    over = heldout_likeness(images[1000], held_out, trained_on, recogniser=sface)
+    assert (over.near_copies, over.mean) == (len(SEEDS), 0.0)
+    assert heldout_likeness(images[300], held_out, trained_on, recogniser=sface).near_copies == 0

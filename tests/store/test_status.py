@@ -76,6 +76,7 @@ def test_status_json_has_the_documented_shape_and_values(lp_home):
 
 
 def test_status_on_an_empty_system_reports_null_rates_and_a_table(lp_home):
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
     data = json.loads(CliRunner().invoke(main, ["status", "--json"]).stdout)
     assert data["characters"] == [] and data["generation_jobs"] == []
     assert data["metrics"] == {name: None for name in METRICS}

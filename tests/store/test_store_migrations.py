@@ -12,9 +12,10 @@ from lora_pipelines.cli import main
 from lora_pipelines.store.database import Database, normalize_url
 from lora_pipelines.store.tables import Base
 
-HEAD = "0006"  # the newest revision in lora_pipelines/store/migrations/versions
+HEAD = "0005"  # the newest revision: 0003 → 0006 (LoRA expert pair) → 0004 (character management) → 0005 (lifecycle)
 
-APP_TABLES = {"characters", "lora_models", "generation_jobs"}
+APP_TABLES = {"characters", "lora_models", "generation_jobs", "training_states", "lora_activations",
+              "generation_feedback"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -128,7 +128,7 @@ def test_trigger_word_falls_back_to_the_files_own():
 def test_reason_codes_are_stable():
     assert REASONS == ("character_not_found", "lora_disabled", "model_does_not_support_lora", "no_ready_lora",
                        "base_model_mismatch", "lora_file_unreachable", "checksum_mismatch", "lora_file_invalid",
-                       "lora_identity_mismatch")
+                       "lora_identity_mismatch", "pinned_lora_unavailable")
     with pytest.raises(ValueError):
         InspectOutcome.failure("disk_on_fire")
     assert InspectOutcome.success("flux").ok and not InspectOutcome.failure("checksum_mismatch").ok
