@@ -45,7 +45,15 @@ class Settings(BaseSettings):
     training_steps: int = Field(default=1000, ge=1)
     training_rank: int = Field(default=16, ge=1)
     training_wait_seconds: float = Field(
-        default=1800.0, description="How long a training run polls before leaving it to the sensor.")
+        default=0.0, ge=0, description="How long lora_artifact polls a training call that has not ended before "
+        "leaving it to the training_completion sensor (0: submit and end the run; trainings take minutes).")
+    gpu_concurrency: int = Field(
+        default=8, ge=1, le=256, description="GPU calls one process (a generation run) makes at once.")
+    comfyui_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Calls in flight to the one ComfyUI pod, across every process using it.")
+    scoring_processes: int = Field(
+        default=0, ge=0, le=64, description="Worker processes that score generated faces while the GPU calls go "
+        "on; 0: one thread of the run's own process (dlib releases the GIL while it works).")
     generation_stale_seconds: float = Field(
         default=1800.0, gt=0, description="A running generation job older than this is requeued by the reaper."
     )

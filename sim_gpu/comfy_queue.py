@@ -23,6 +23,8 @@ class ComfyQueue:
         self._lock = threading.Lock()
         self._running: list[str] = []
         self._info_cache: tuple[tuple, dict] | None = None
+        self._depth = 0  # prompts queued or running
+        self.peak_depth = 0  # the most at once (a pod runs one at a time; the rest wait in its queue)
         threading.Thread(target=self._work, daemon=True, name="sim-comfy-worker").start()
 
     def available_files(self) -> dict[str, list[str]]:
@@ -58,6 +60,9 @@ class ComfyQueue:
                                    "outputs": {},
                                    "status": {"status_str": "running", "completed": False, "messages": []},
                                    "meta": {}}
+        with self._lock:
+            self._depth += 1
+            self.peak_depth = max(self.peak_depth, self._depth)
         self._queue.put((number, prompt_id, prompt, outputs))
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": validation.node_errors}
 
@@ -86,6 +91,8 @@ class ComfyQueue:
             else:
                 error = run.error
                 messages.extend(run.messages)
+            with self._lock:  # the GPU is free again: the prompt's results are written next
+                self._depth -= 1
             if error is None and run is not None:
                 for index, (node_id, png) in enumerate(run.images):
                     filename = f"sim_{prompt_id[:8]}_{index:05d}_.png"

@@ -24,6 +24,8 @@ from sim_gpu.images import synthesize
 from sim_gpu.likeness import LoraTraits, mix, swap_weight, with_noise
 from sim_gpu.nobody import NobodyPool
 
+REFERENCE_CACHE_SIZE = 256  # reference photos whose face is remembered
+
 
 class LoraRejected(ValueError):
     """The LoRA cannot be used: not downloadable, wrong checksum, not a LoRA file."""
@@ -93,12 +95,19 @@ class Studio:
         self.lora_cache.mkdir(parents=True, exist_ok=True)
         (home / "crowd").mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._file_locks: dict[str, threading.Lock] = {}
+        self._reference_cache: dict[str, FoundFace | None] = {}
         self.nobody = NobodyPool(home / "crowd", home / "characters")
 
     # --- LoRA delivery (Modal apps keep a volume cache keyed by sha256) ---
+    def _file_lock(self, sha256: str) -> threading.Lock:
+        """One download per file; calls with other LoRAs (or none) go on meanwhile."""
+        with self._lock:
+            return self._file_locks.setdefault(sha256, threading.Lock())
+
     def fetch_lora(self, url: str, sha256: str) -> LoraFile:
         cached = self.lora_cache / f"{sha256}.safetensors"
-        with self._lock:
+        with self._file_lock(sha256):
             if not cached.exists():
                 try:
                     data = fetch_url(url, self.allowed_roots)
@@ -115,7 +124,18 @@ class Studio:
 
     # --- faces ---
     def reference_face(self, image_bytes: bytes) -> FoundFace | None:
-        return find_face(open_rgb(image_bytes))
+        """The face of a reference photo, found once per photo: detection is CPU work of this simulator, which
+        would otherwise serialize concurrent face swaps that a real GPU service runs side by side."""
+        digest = hashlib.sha256(image_bytes).hexdigest()
+        with self._lock:
+            if digest in self._reference_cache:
+                return self._reference_cache[digest]
+        face = find_face(open_rgb(image_bytes))
+        with self._lock:
+            if len(self._reference_cache) >= REFERENCE_CACHE_SIZE:
+                self._reference_cache.pop(next(iter(self._reference_cache)))
+            self._reference_cache[digest] = face
+        return face
 
     # --- rendering ---
     def render(self, *, seed: int, width: int, height: int, identity: Sequence[np.ndarray] = (),

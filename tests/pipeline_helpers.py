@@ -199,7 +199,8 @@ class World:
                 continue
             results.append(self.run_job(job_name, partition_key=request.partition_key,
                                         run_config=request.run_config or None,
-                                        tags={**(request.tags or {}), "dagster/run_key": request.run_key}))
+                                        tags={**(request.tags or {}), "dagster/run_key": request.run_key},
+                                        asset_selection=request.asset_selection))
         return result, results
 
 

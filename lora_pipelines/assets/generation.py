@@ -12,7 +12,7 @@ import dagster as dg
 
 from lora_pipelines.assets.metadata import image_md, inline_images, string_table
 from lora_pipelines.resources import PipelineResource
-from lora_pipelines.services.generation import run_generation_job
+from lora_pipelines.services.generation_batch import run_generation_batch
 from lora_pipelines.services.previews import output_images, outputs_preview
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
 
@@ -26,19 +26,20 @@ class GenerationBatchConfig(dg.Config):
 @dg.asset(
     group_name="generation",
     kinds={"python", "modal", "s3"},
-    pool="gpu",
+    pool="gpu_generation",
     deps=["lora_artifact"],
 )
 def generation_outputs(
     context: dg.AssetExecutionContext, config: GenerationBatchConfig, pipeline: PipelineResource
 ) -> dg.MaterializeResult:
-    """Images for pending generation jobs: LoRA → face swap / PuLID → standard, recorded on each job."""
+    """Images for pending generation jobs: LoRA → face swap / PuLID → standard, recorded on each job.
+
+    The jobs run concurrently, up to LORA_PIPELINES_GPU_CONCURRENCY GPU calls at once in this run."""
     ctx = pipeline.context
     job_ids = config.job_ids or [j.id for j in GenerationJobsRepository(ctx.db).pending_after(0, limit=config.limit)]
     worker = f"{socket.gethostname()}:{os.getpid()}:{context.run.run_id[:8]}"
     outcomes = []
-    for job_id in job_ids:
-        outcome = run_generation_job(ctx, job_id, worker)
+    for job_id, outcome in run_generation_batch(ctx, job_ids, worker):
         if outcome is None:
             context.log.info(f"job {job_id}: not pending (done or claimed elsewhere), skipped")
             continue
@@ -47,6 +48,7 @@ def generation_outputs(
             f"job {job_id}: {outcome.status} via {outcome.mode}"
             + (f" with LoRA {outcome.lora_model_id}" if outcome.lora_model_id else f" ({outcome.lora_skipped_reason})")
         )
+    outcomes.sort(key=lambda o: o.job_id)
     rows = [{"job_id": o.job_id, "status": o.status, "mode": o.mode, "lora_model_id": o.lora_model_id,
              "lora_skipped_reason": o.lora_skipped_reason, "output": output_uri(ctx, o)} for o in outcomes]
     thumbnails = [(f"image #{job_id} {mode}", image) for job_id, mode, image in output_images(ctx, outcomes)]

@@ -25,6 +25,7 @@ GENERATIONS = [  # (character, model, prompt, count)
     ("Joe Biden", "z-image-turbo", "portrait photo on a beach", 4),
     ("Tom Hanks", "flux", "portrait photo on a film set", 4),
 ]
+TRAINING_DEADLINE_S = 300.0  # how long the demo waits for its trainings to end
 # The registry packages hold one photo of Biden: the demo trains from one photo (a weak LoRA, which its face match
 # shows) unless LORA_PIPELINES_MIN_PHOTOS says otherwise. The product's default minimum is 5.
 DEMO_MIN_PHOTOS = "1"
@@ -72,6 +73,7 @@ def run_demo(home: Path) -> dict:
     from lora_pipelines.services.context import PipelineContext
     from lora_pipelines.store.characters import CharactersRepository
     from lora_pipelines.store.generation_jobs import GenerationJobsRepository
+    from lora_pipelines.store.lora_models import LoraModelsRepository
 
     ctx = PipelineContext.from_settings()
     ctx.db.upgrade()
@@ -104,8 +106,15 @@ def run_demo(home: Path) -> dict:
         say("training: new_characters sensor → training_job per character × base model")
         for request in new_run_requests(instance, defs, "new_characters", cursors, say):
             execute_request(instance, defs, "training_job", request, say, sensor_name="new_characters")
-        for request in new_run_requests(instance, defs, "training_completion", cursors, say):
-            execute_request(instance, defs, "training_job", request, say, sensor_name="training_completion")
+        # the trainings run on the GPU side; training_completion requests lora_artifact for each as it ends
+        lora_rows = LoraModelsRepository(ctx.db)
+        deadline = time.monotonic() + TRAINING_DEADLINE_S
+        while True:
+            for request in new_run_requests(instance, defs, "training_completion", cursors, say):
+                execute_request(instance, defs, "training_job", request, say, sensor_name="training_completion")
+            if not lora_rows.list_by_status("training", limit=1) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
 
         jobs = GenerationJobsRepository(ctx.db)
         enqueued: list[int] = []

@@ -76,7 +76,7 @@ def execute_request(instance: dg.DagsterInstance, defs: dg.Definitions, job_name
         tags[SENSOR_NAME_TAG] = sensor_name
     result = job.execute_in_process(
         instance=instance, partition_key=request.partition_key, run_config={**(request.run_config or {}), **QUIET},
-        tags=tags, raise_on_error=False,
+        tags=tags, raise_on_error=False, asset_selection=request.asset_selection,
     )
     label = f"{job_name}" + (f" [{request.partition_key}]" if request.partition_key else "")
     say(f"  {label}: {'succeeded' if result.success else 'FAILED'} (run {result.run_id[:8]})")

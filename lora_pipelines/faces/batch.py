@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from lora_pipelines.faces.embeddings import DetectedFace, FaceAnalyzer, default_analyzer
 from lora_pipelines.faces.images import ImageDecodeError, decode_image
@@ -133,3 +137,52 @@ def analyze_many(
     """One batch through a temporary FacePool (workers default: all cores; 1 = this process, with `analyzer`)."""
     with FacePool(workers, analyzer=analyzer) as pool:
         return pool.analyze_many(sources, detect_max_side=detect_max_side, upsample=upsample, chunk_size=chunk_size)
+
+
+def _init_background_worker() -> None:
+    """A worker that yields the CPU to the processes others wait for."""
+    os.nice(10)
+    _init_worker()
+
+
+def _analyze_image(img: Image.Image, options: dict) -> list[DetectedFace]:
+    assert _worker_analyzer is not None, "worker started without _init_worker"
+    return _worker_analyzer.analyze(img, **options)
+
+
+class ProcessAnalyzer:
+    """A FaceAnalyzer whose `analyze` runs in `workers` processes (started on first use). dlib keeps the GIL while
+    it works, so analysing in the caller's process would stall its other threads; callers wait in threads."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                self._executor = ProcessPoolExecutor(self.workers, mp_context=context,
+                                                     initializer=_init_background_worker)
+            return self._executor
+
+    def warm_up(self) -> None:
+        """The workers load the models as they start; nothing to do here."""
+
+    def analyze(self, img: Image.Image, **options) -> list[DetectedFace]:
+        pool = self._pool()
+        try:
+            return pool.submit(_analyze_image, img, options).result()
+        except BrokenProcessPool:
+            with self._lock:  # the next call starts a fresh pool
+                if self._executor is pool:
+                    self._executor = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)

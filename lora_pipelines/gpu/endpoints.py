@@ -28,7 +28,7 @@ class ModalEndpointsClient:
         key_value, secret_value = _reveal(key), _reveal(secret)
         headers = {"Modal-Key": key_value, "Modal-Secret": secret_value} if key_value and secret_value else {}
         self.http = RetryingHttp(name, "", timeout_s=timeout_s, attempts=attempts, headers=headers,
-                                 secrets=(key_value, secret_value))
+                                 secrets=(key_value, secret_value), throttle_key=base_url)
 
     def generate(self, route: str, request: GenerateRequest) -> GenerateResponse:
         route = route.strip("/")

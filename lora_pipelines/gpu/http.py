@@ -1,5 +1,7 @@
 """One HTTP call path for every GPU client: a timeout on each call, retries with backoff + jitter for
-transient failures (connection errors, 429, 5xx, truncated bodies), none for refusals (4xx with a reason)."""
+transient failures (connection errors, 429, 5xx, truncated bodies), none for refusals (4xx with a reason).
+A 429 slows down every call of this process to that backend (gpu/limits.py), and is retried for as long as the
+call's deadline allows rather than a fixed number of times."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
 from lora_pipelines.gpu.errors import (
@@ -22,11 +24,13 @@ from lora_pipelines.gpu.errors import (
     GpuTransientError,
     scrub,
 )
+from lora_pipelines.gpu.limits import throttle_gate
 
 M = TypeVar("M", bound=BaseModel)
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
+MAX_THROTTLED_ATTEMPTS = 60  # 429s one call sits out (the shared gate paces them) before giving up
 
 
 class RetryingHttp:
@@ -35,9 +39,12 @@ class RetryingHttp:
     def __init__(self, backend: str, base_url: str, *, timeout_s: float = 120.0,
                  headers: Mapping[str, str] | None = None,
                  secrets: Iterable[str | None] = (), attempts: int = 4, backoff_initial_s: float = 0.2,
-                 backoff_max_s: float = 5.0, transport: httpx.BaseTransport | None = None) -> None:
+                 backoff_max_s: float = 5.0, transport: httpx.BaseTransport | None = None,
+                 throttle_key: str | None = None) -> None:
         self.backend = backend
         self.base_url = base_url.rstrip("/")
+        # one backoff for every client of this backend in the process (`throttle_key`: the service's base URL)
+        self.gate = throttle_gate(f"{backend}|{throttle_key or self.base_url}")
         self.timeout_s = timeout_s
         self.attempts = attempts
         self.backoff_initial_s = backoff_initial_s
@@ -64,28 +71,47 @@ class RetryingHttp:
         timeout = timeout_s or self.timeout_s
         accepted = set(ok_statuses)
 
+        failures = {"throttled": 0, "other": 0}
+
         def once() -> httpx.Response:
-            try:
-                response = self._send(method, self.url(path), endpoint, timeout=timeout, **kwargs)
-            except httpx.TimeoutException as exc:
-                raise GpuTimeoutError(f"no answer within {timeout:g}s ({type(exc).__name__})", backend=self.backend,
-                                      endpoint=endpoint, call_id=call_id) from None
-            except httpx.TransportError as exc:  # refused connection, reset, body cut short
-                raise GpuTransientError(self._clean(f"{type(exc).__name__}: {exc}"), backend=self.backend,
-                                        endpoint=endpoint, call_id=call_id) from None
+            with self.gate.permit() as permit:
+                try:
+                    response = self._send(method, self.url(path), endpoint, timeout=timeout, **kwargs)
+                except httpx.TimeoutException as exc:
+                    failures["other"] += 1
+                    raise GpuTimeoutError(f"no answer within {timeout:g}s ({type(exc).__name__})",
+                                          backend=self.backend, endpoint=endpoint, call_id=call_id) from None
+                except httpx.TransportError as exc:  # refused connection, reset, body cut short
+                    failures["other"] += 1
+                    raise GpuTransientError(self._clean(f"{type(exc).__name__}: {exc}"), backend=self.backend,
+                                            endpoint=endpoint, call_id=call_id) from None
+                permit.answered(response.status_code, _retry_after_header(response))
             if response.is_success or response.status_code in accepted:
                 return response
             reason = self._clean(_reason(response))
-            kind = GpuTransientError if response.status_code in TRANSIENT_STATUS else GpuPermanentError
+            transient = response.status_code in TRANSIENT_STATUS
+            failures["throttled" if response.status_code == 429 else "other"] += transient
+            kind = GpuTransientError if transient else GpuPermanentError
             raise kind(reason, backend=self.backend, endpoint=endpoint, call_id=call_id,
                        status_code=response.status_code, detail=self._clean_detail(_json_or_none(response)))
 
         deadline = max(timeout * self.attempts, timeout + 30.0)
+
+        def give_up(state: RetryCallState) -> bool:
+            return (failures["other"] >= self.attempts or failures["throttled"] >= MAX_THROTTLED_ATTEMPTS
+                    or state.seconds_since_start >= deadline)
+
+        backoff = wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s,
+                                          jitter=self.backoff_initial_s)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return 0.0 if getattr(exc, "status_code", None) == 429 else backoff(state)  # the gate paces 429s
+
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, GpuTransientError)),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(deadline),
-            wait=wait_exponential_jitter(multiplier=self.backoff_initial_s, max=self.backoff_max_s,
-                                         jitter=self.backoff_initial_s),
+            stop=give_up,
+            wait=wait,
             before_sleep=_honour_retry_after,
             reraise=True,
         )
@@ -173,6 +199,15 @@ def _reason(response: httpx.Response) -> str:
                     text += f": {body['detail']}"
                 return text
     return response.text[:300] or response.reason_phrase
+
+
+def _retry_after_header(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds (the HTTP-date form is ignored), capped at a minute."""
+    try:
+        value = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return min(max(value, 0.0), 60.0)
 
 
 def _honour_retry_after(state: RetryCallState) -> None:

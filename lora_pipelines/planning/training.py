@@ -22,6 +22,26 @@ class TrainingRequest:
     character_id: int
     base_model: str
     run_key: str
+    lora_model_id: int | None = None  # set when finishing that row's call
+
+
+@dataclass(frozen=True)
+class TrainingInFlight:
+    """A call still queued or running, as the tick saw it (shown on trained_lora as an observation)."""
+
+    lora_model_id: int
+    character_id: int
+    base_model: str
+    call_id: str
+    state: str
+    progress: float | None
+
+
+@dataclass(frozen=True)
+class TrainingSurvey:
+    requests: list[TrainingRequest]
+    in_flight: list[TrainingInFlight]
+    next_after: int
 
 
 @dataclass(frozen=True)
@@ -68,21 +88,34 @@ def plan_training_completion(
     db: Database, poll: Callable[[str], TrainingPoll] | None, *, after_id: int = 0, limit: int = 50
 ) -> tuple[list[TrainingRequest], int]:
     """In-flight trainings whose GPU call has ended (or was lost): request the run that finishes them.
+    Returns the requests and the id to continue from next tick (0 wraps around); see `survey_training`."""
+    survey = survey_training(db, poll, after_id=after_id, limit=limit)
+    return survey.requests, survey.next_after
+
+
+def survey_training(
+    db: Database, poll: Callable[[str], TrainingPoll] | None, *, after_id: int = 0, limit: int = 50
+) -> TrainingSurvey:
+    """Every in-flight training of one page: a finishing request for each call that has ended, the progress of
+    the others.
 
     Reads only rows in `training`, a page at a time, so the cost follows what is in flight, not the table size.
     `poll` None means the GPU service is not running (a simulated service that stopped: every call it had has
     ended, kept on disk or lost), so every in-flight call gets a finishing run, which starts the service and polls.
-    Returns the requests and the id to continue from next tick (0 wraps around).
     """
     rows = LoraModelsRepository(db).list_by_status("training", limit=limit, after_id=after_id)
-    requests = []
+    requests, in_flight = [], []
     for row in rows:
         if not row.gpu_call_id:
             continue
-        state = poll(row.gpu_call_id).state if poll is not None else UNPOLLED
+        answer = poll(row.gpu_call_id) if poll is not None else None
+        state = answer.state if answer is not None else UNPOLLED
         if state in (*ENDED, UNPOLLED):
             requests.append(TrainingRequest(
-                row.character_id, row.base_model, f"complete:{row.id}:{row.gpu_call_id}:{state}"
+                row.character_id, row.base_model, f"complete:{row.id}:{row.gpu_call_id}:{state}", row.id
             ))
+        else:
+            in_flight.append(TrainingInFlight(row.id, row.character_id, row.base_model, row.gpu_call_id, state,
+                                              answer.progress))
     next_after = rows[-1].id if len(rows) == limit else 0
-    return requests, next_after
+    return TrainingSurvey(requests, in_flight, next_after)

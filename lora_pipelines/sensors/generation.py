@@ -10,7 +10,7 @@ from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services.reaper import requeue_stale_generations
 
 
-@dg.sensor(name="pending_generations", job=generation_job, minimum_interval_seconds=15,
+@dg.sensor(name="pending_generations", job=generation_job, minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def pending_generations_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
     ctx = pipeline.context

@@ -1,12 +1,13 @@
 """new_characters and training_completion: cursor-driven, small work per tick, deterministic run keys."""
 
+import json
 import time
 
 import dagster as dg
 
 from lora_pipelines.jobs import training_job
 from lora_pipelines.partitions import characters_partitions, partition_key
-from lora_pipelines.planning.training import CharacterCursor, plan_new_character_training, plan_training_completion
+from lora_pipelines.planning.training import CharacterCursor, plan_new_character_training, survey_training
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.sensors.partition_notes import MAX_TAG_NAME, NAME_TAG, partition_notes, removed_partitions
 
@@ -18,7 +19,7 @@ MAX_COMPLETION_RUNS = 3  # runs that may try to finish one ended GPU call before
 COMPLETES_TAG = "lora_pipelines/completes"  # the plain completion key a run was requested for
 
 
-@dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=30,
+@dg.sensor(name="new_characters", job=training_job, minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def new_characters_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
     """Adds a partition per LoRA-enabled character and requests training for each base model once it has photos;
@@ -52,19 +53,20 @@ def new_characters_sensor(context: dg.SensorEvaluationContext, pipeline: Pipelin
     )
 
 
-@dg.sensor(name="training_completion", job=training_job, minimum_interval_seconds=30,
+@dg.sensor(name="training_completion", job=training_job, minimum_interval_seconds=5,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def training_completion_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
-    """Polls GPU calls in flight and requests the run that finishes each ended one (a restart loses nothing).
+    """Polls GPU calls in flight: shows their progress on trained_lora, and requests lora_artifact for each ended
+    one (a restart loses nothing; no run waits for a training).
 
     A tick never starts the simulated GPU service: when it is not running, the requested runs poll instead."""
     ctx = pipeline.context
-    after_id = int(context.cursor or 0)
+    after_id, shown = _load_cursor(context.cursor)
     backend = ctx.running_training_backend()
-    requests, next_after = plan_training_completion(ctx.db, backend.poll if backend else None, after_id=after_id)
+    survey = survey_training(ctx.db, backend.poll if backend else None, after_id=after_id)
     horizon = time.time() - ctx.settings.training_wait_seconds - DEAD_RUN_SLACK_SECONDS
     run_requests = []
-    for r in requests:
+    for r in survey.requests:
         key = partition_key(r.character_id, r.base_model)
         if _partition_run_in_progress(context.instance, key, horizon):
             continue
@@ -72,8 +74,35 @@ def training_completion_sensor(context: dg.SensorEvaluationContext, pipeline: Pi
         if run_key is None:
             context.log.warning(f"{r.run_key}: {MAX_COMPLETION_RUNS} runs failed to finish it; not requesting more")
             continue
-        run_requests.append(dg.RunRequest(run_key=run_key, partition_key=key, tags={COMPLETES_TAG: r.run_key}))
-    return dg.SensorResult(run_requests=run_requests, cursor=str(next_after))
+        run_requests.append(dg.RunRequest(
+            run_key=run_key, partition_key=key, tags={COMPLETES_TAG: r.run_key},
+            asset_selection=[dg.AssetKey("lora_artifact")],
+            run_config={"ops": {"lora_artifact": {"config": {"lora_model_id": r.lora_model_id}}}},
+        ))
+    observations, progress = [], {}
+    for call in survey.in_flight:
+        seen = f"{call.state}:{call.progress:.0f}" if call.progress is not None else call.state
+        progress[str(call.lora_model_id)] = seen
+        if shown.get(str(call.lora_model_id)) != seen:
+            observations.append(dg.AssetObservation(
+                asset_key="trained_lora", partition=partition_key(call.character_id, call.base_model),
+                metadata={"lora_model_id": call.lora_model_id, "gpu_call_id": call.call_id, "state": call.state,
+                          "progress_percent": dg.MetadataValue.float(call.progress or 0.0)},
+            ))
+    if after_id:  # a later page: keep what earlier pages showed
+        progress = {**shown, **progress}
+    return dg.SensorResult(run_requests=run_requests, asset_events=observations,
+                           cursor=json.dumps({"after": survey.next_after, "shown": progress}))
+
+
+def _load_cursor(raw: str | None) -> tuple[int, dict[str, str]]:
+    """(row id to continue after, the progress last shown per row); an older cursor is a bare row id."""
+    if not raw:
+        return 0, {}
+    if raw.lstrip().startswith("{"):
+        data = json.loads(raw)
+        return int(data.get("after") or 0), dict(data.get("shown") or {})
+    return int(raw), {}
 
 
 def _started(record: dg.RunRecord) -> float:

@@ -138,12 +138,15 @@ def _store_checkpoint(ctx: PipelineContext, row: LoraModel, result: TrainingResu
 
 def sample_image(ctx: PipelineContext, model: ModelEntry, lora: LoraCandidate, index: int) -> bytes | None:
     """Sample `index` generated with this LoRA file on the model's LoRA route (None when it failed)."""
+    from lora_pipelines.gpu.limits import SlotWait
     from lora_pipelines.services.generation import _render
+    from lora_pipelines.services.route_limits import route_slot
 
     selection = LoraSelection(lora=lora, reason=None, detail="checkpoint sample", trigger_word=lora.trigger_word)
     prompt = apply_trigger_word(SAMPLE_PROMPTS[index % len(SAMPLE_PROMPTS)], lora.trigger_word)
-    try:
-        return _render(ctx, model.lora_route, "lora", model, prompt, SAMPLE_SEED + index, selection, None).image
+    try:  # the same call slots as generations: a ComfyUI pod's limit holds for samples too
+        with route_slot(ctx, model.lora_route.kind, SlotWait()):
+            return _render(ctx, model.lora_route, "lora", model, prompt, SAMPLE_SEED + index, selection, None).image
     except Exception:  # noqa: BLE001 - a sample that fails counts as missing, not as a bad likeness
         return None
 

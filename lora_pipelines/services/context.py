@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ class PipelineContext:
     store: ObjectStore
     _gpu: GpuServices | None = field(default=None, repr=False)
     _running_training: TrainingBackend | None = field(default=None, repr=False)
+    _gpu_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     # (object key, sha256) → outcome of checking that stored LoRA file (services.lora_lookup)
     lora_inspections: dict[tuple[str, str], InspectOutcome] = field(default_factory=dict, repr=False)
 
@@ -35,11 +37,14 @@ class PipelineContext:
 
     @property
     def gpu(self) -> GpuServices:
-        """The GPU services; in simulated mode this starts the simulated service on first use."""
+        """The GPU services; in simulated mode this starts the simulated service on first use (once, however many
+        threads of a generation batch ask at the same time)."""
         if self._gpu is None:
-            from lora_pipelines.gpu.factory import build_gpu_services
+            with self._gpu_lock:
+                if self._gpu is None:
+                    from lora_pipelines.gpu.factory import build_gpu_services
 
-            self._gpu = build_gpu_services(self.settings)
+                    self._gpu = build_gpu_services(self.settings)
         return self._gpu
 
     def running_training_backend(self) -> TrainingBackend | None:

@@ -7,7 +7,9 @@ and the next one runs. Only when every route fails does the job fail.
 from __future__ import annotations
 
 import base64
+import functools
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
@@ -15,11 +17,13 @@ from lora_pipelines.domain.keys import generation_output_key
 from lora_pipelines.domain.lora_selection import LORA_IGNORED, LORA_ROUTE_FAILED, LoraSelection
 from lora_pipelines.domain.model_registry import ModelEntry, Route, UnknownModelError, get_model
 from lora_pipelines.domain.prompts import InvalidPromptError, apply_trigger_word, clean_prompt
+from lora_pipelines.gpu.limits import SlotWait
 from lora_pipelines.gpu.schemas import FaceSwapRequest, GenerateRequest, LoraRef
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.services.lora_files import is_pair, second_expert_ref
 from lora_pipelines.services.lora_lookup import get_lora_for_generation
 from lora_pipelines.services.references import training_photo_keys
+from lora_pipelines.services.route_limits import route_slot
 from lora_pipelines.services.scoring import score_job_output
 from lora_pipelines.store.characters import CharactersRepository
 from lora_pipelines.store.generation_jobs import GenerationJobsRepository
@@ -34,6 +38,7 @@ class RouteAttempt:
     ok: bool
     error: str | None = None
     duration_ms: float = 0.0
+    wait_ms: float = 0.0  # waiting for a free GPU call slot, before duration_ms starts
 
 
 @dataclass
@@ -142,6 +147,13 @@ def _via_comfyui(ctx: PipelineContext, route: Route, mode: str, model: ModelEntr
                     lora_strength=strength_model if mode == "lora" else None)
 
 
+def _attempt(mode: str, route: Route, started: float, waited: SlotWait, error: str | None) -> RouteAttempt:
+    """The route's own duration, and apart from it the wait for a GPU call slot."""
+    elapsed = time.perf_counter() - started
+    return RouteAttempt(mode, _route_name(route), error is None, error, round((elapsed - waited.seconds) * 1000, 1),
+                        round(waited.seconds * 1000, 1))
+
+
 def _lora_not_loaded(entry: dict, lora_name: str) -> str | None:
     """ComfyUI's "lora key not loaded" warning for this file among the prompt's messages, if it logged one."""
     messages = ((entry or {}).get("status") or {}).get("messages") or []
@@ -166,8 +178,15 @@ def _row_id(value) -> int | None:
         return None
 
 
-def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> GenerationOutcome | None:
-    """Claim and run one job. None when another worker has it (so no job is generated twice)."""
+ScoreLater = Callable[[Callable[[PipelineContext], None]], None]
+
+
+def run_generation_job(ctx: PipelineContext, job_id: int, worker: str, *,
+                       score_later: ScoreLater | None = None) -> GenerationOutcome | None:
+    """Claim and run one job. None when another worker has it (so no job is generated twice).
+
+    `score_later` takes the face scoring of the output (a function of a context) to run it off this thread, so
+    the next GPU call need not wait for it; without it the output is scored here."""
     jobs = GenerationJobsRepository(ctx.db)
     job = jobs.claim(job_id, worker)
     if job is None:
@@ -202,17 +221,16 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
     mode = None
     ignored = False
     for mode, route in chain:
-        started = time.perf_counter()
+        started, waited = time.perf_counter(), SlotWait()
         try:
             prompt = apply_trigger_word(job.prompt, selection.lora.trigger_word if mode == "lora" else None)
-            rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference, strengths=strengths)
+            with route_slot(ctx, route.kind, waited):
+                rendered = _render(ctx, route, mode, model, prompt, seed, selection, reference, strengths=strengths)
         except Exception as exc:  # noqa: BLE001 - any route failure falls back; the reason is kept on the job
             ignored = ignored or isinstance(exc, LoraNotApplied)
-            attempts.append(RouteAttempt(mode, _route_name(route), False, f"{exc.__class__.__name__}: {exc}"[:500],
-                                         round((time.perf_counter() - started) * 1000, 1)))
+            attempts.append(_attempt(mode, route, started, waited, f"{exc.__class__.__name__}: {exc}"[:500]))
             continue
-        attempts.append(RouteAttempt(mode, _route_name(route), True, None,
-                                     round((time.perf_counter() - started) * 1000, 1)))
+        attempts.append(_attempt(mode, route, started, waited, None))
         break
 
     used_lora = rendered is not None and mode == "lora"
@@ -255,8 +273,17 @@ def run_generation_job(ctx: PipelineContext, job_id: int, worker: str) -> Genera
         lora_strength=rendered.lora_strength if used_lora else None,
     )
     if character is not None:
-        try:
-            score_job_output(ctx, job.id, character, rendered.image)
-        except Exception as exc:  # noqa: BLE001 - the job succeeded; it stays unscored and says why
-            jobs.merge_input_metadata(job.id, {"faceScoreError": f"{exc.__class__.__name__}: {exc}"[:500]})
+        scoring = functools.partial(_score_output, job_id=job.id, character=character, image=rendered.image)
+        if score_later is None:
+            scoring(ctx)
+        else:
+            score_later(scoring)
     return GenerationOutcome(job.id, "succeeded", mode, lora_id, trigger, skipped, attempts)
+
+
+def _score_output(ctx: PipelineContext, *, job_id: int, character, image: bytes) -> None:
+    try:
+        score_job_output(ctx, job_id, character, image)
+    except Exception as exc:  # noqa: BLE001 - the job succeeded; it stays unscored and says why
+        GenerationJobsRepository(ctx.db).merge_input_metadata(
+            job_id, {"faceScoreError": f"{exc.__class__.__name__}: {exc}"[:500]})

@@ -28,19 +28,27 @@ from lora_pipelines.store.lora_models import LoraModelsRepository
 from lora_pipelines.store.objects.files import sha256_of_file
 
 _inspections_lock = threading.Lock()
+_file_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+def _one_check_at_a_time(cache_key: tuple[str, str]) -> threading.Lock:
+    """The jobs of a concurrent batch wait for one check of a file instead of each downloading it."""
+    with _inspections_lock:
+        return _file_locks.setdefault(cache_key, threading.Lock())
 
 
 def inspect_stored_lora(ctx: PipelineContext, candidate: LoraCandidate) -> InspectOutcome:
     files = stored_files(candidate)
     cache_key = ("|".join(file.key or "" for file in files), "|".join(file.sha256 or "" for file in files))
-    with _inspections_lock:
-        cached = ctx.lora_inspections.get(cache_key)
-    if cached is not None and cached.ok and all(ctx.store.exists(file.key) for file in files):
-        return cached
-    outcome = _inspect_uncached(ctx, candidate, files)
-    with _inspections_lock:
-        ctx.lora_inspections[cache_key] = outcome
-    return outcome
+    with _one_check_at_a_time(cache_key):
+        with _inspections_lock:
+            cached = ctx.lora_inspections.get(cache_key)
+        if cached is not None and cached.ok and all(ctx.store.exists(file.key) for file in files):
+            return cached
+        outcome = _inspect_uncached(ctx, candidate, files)
+        with _inspections_lock:
+            ctx.lora_inspections[cache_key] = outcome
+        return outcome
 
 
 def _inspect_uncached(ctx: PipelineContext, candidate: LoraCandidate, files: list[StoredFile]) -> InspectOutcome:

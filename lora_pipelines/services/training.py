@@ -90,12 +90,23 @@ def _reuse_analysis(ctx: PipelineContext, character, base_model: str) -> Dataset
 
 
 def prepare_dataset(ctx: PipelineContext, character_id: int, base_model: str) -> DatasetDescriptor:
-    """Faces found, cropped, captioned and de-duplicated; stored under datasets/… with a manifest and a zip."""
-    from lora_pipelines.faces.dataset import build_training_dataset
+    """Faces found, cropped, captioned and de-duplicated; stored under datasets/… with a manifest and a zip.
+
+    The runs of a character's base models start together: one analyses the photos, the others (on this host)
+    wait for it and reuse its analysis."""
+    from lora_pipelines.services.host_lock import host_lock
 
     character = CharactersRepository(ctx.db).get(character_id)
     if character is None:
         raise CharacterNotFound(f"character {character_id} does not exist")
+    with host_lock(ctx.settings.resolved_home, _analysis_key(character)):
+        return _prepare_dataset(ctx, character, base_model)
+
+
+def _prepare_dataset(ctx: PipelineContext, character, base_model: str) -> DatasetDescriptor:
+    from lora_pipelines.faces.dataset import build_training_dataset
+
+    character_id = character.id
     reused = _reuse_analysis(ctx, character, base_model)
     if reused is not None:
         return reused

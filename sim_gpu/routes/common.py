@@ -7,7 +7,7 @@ import asyncio
 import hmac
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -43,26 +43,32 @@ async def get_state(request: Request) -> SimState:
 State = Annotated[SimState, Depends(get_state)]
 
 
-def inject_faults(endpoint: str) -> Callable[[Request], Awaitable[FaultPlan]]:
-    """A dependency applying the faults configured for `endpoint`: delay, hang, error status, or truncation."""
+def inject_faults(endpoint: str) -> Callable[[Request], AsyncIterator[FaultPlan]]:
+    """A dependency applying the faults configured for `endpoint`: delay, hang, error status, or truncation.
+    The request counts as in flight on the endpoint until the route has answered."""
 
-    async def apply(request: Request) -> FaultPlan:
+    async def apply(request: Request) -> AsyncIterator[FaultPlan]:
         request.state.sim_endpoint = endpoint
-        plan = request.app.state.sim.faults.plan(endpoint)
-        if plan.delay_s:
-            await asyncio.sleep(plan.delay_s)
-        if plan.hang:  # answer nobody: wait until the client gives up (or the service stops)
-            deadline = time.monotonic() + HANG_SECONDS
-            while time.monotonic() < deadline and not await request.is_disconnected():
-                await asyncio.sleep(0.05)
-            raise Abort(Response(status_code=504))
-        if plan.error_status:
-            body = ErrorResponse(error=f"simulated {plan.error_status}", detail=f"fault injected on {endpoint}")
-            headers = {"Retry-After": "0"} if plan.error_status in (429, 503) else None
-            raise Abort(JSONResponse(body.model_dump(), status_code=plan.error_status, headers=headers))
-        if plan.truncate:
-            request.state.sim_truncate = True
-        return plan
+        injector = request.app.state.sim.faults
+        plan = injector.plan(endpoint)
+        try:
+            if plan.delay_s:
+                await asyncio.sleep(plan.delay_s)
+            if plan.hang:  # answer nobody: wait until the client gives up (or the service stops)
+                deadline = time.monotonic() + HANG_SECONDS
+                while time.monotonic() < deadline and not await request.is_disconnected():
+                    await asyncio.sleep(0.05)
+                raise Abort(Response(status_code=504))
+            if plan.error_status:
+                body = ErrorResponse(error=f"simulated {plan.error_status}", detail=f"fault injected on {endpoint}")
+                retry_after = "1" if plan.over_capacity else "0"
+                headers = {"Retry-After": retry_after} if plan.error_status in (429, 503) else None
+                raise Abort(JSONResponse(body.model_dump(), status_code=plan.error_status, headers=headers))
+            if plan.truncate:
+                request.state.sim_truncate = True
+            yield plan
+        finally:
+            injector.done(endpoint)
 
     return apply
 

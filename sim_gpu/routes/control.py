@@ -26,10 +26,11 @@ def set_faults(new: FaultConfig, sim: State) -> Any:
 
 @router.get("/_sim/stats")
 def stats(sim: State) -> Any:
-    return sim.faults.stats()
+    return {**sim.faults.stats(), "comfyui_queue_peak": sim.comfy.peak_depth}
 
 
 @router.post("/_sim/reset_stats")
 def reset_stats(sim: State) -> Any:
     sim.faults.reset_stats()
+    sim.comfy.peak_depth = 0
     return {"ok": True}

@@ -130,9 +130,9 @@ def restart_world(tmp_path_factory):
     instance.dispose()
 
 
-def _spawn_runner(world, *args: str) -> subprocess.Popen:
+def _spawn_runner(world, *args: str, **env_vars: str) -> subprocess.Popen:
     script = RUNNER.format(tests=str(TESTS_DIR), dagster_home=str(world.dagster_home))
-    env = {**os.environ, **world.env}
+    env = {**os.environ, **world.env, **env_vars}
     return subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
 
@@ -168,10 +168,12 @@ def test_killing_a_training_run_mid_call_trains_the_dataset_once(restart_world, 
         [request] = mine(world.evaluate_sensor("training_completion"))
         assert request.run_key == f"complete:{row.id}:{row.gpu_call_id}:succeeded"
 
-        resumed = world.run_job("training_job", partition_key=request.partition_key,
-                                tags={"dagster/run_key": request.run_key})
+        assert request.asset_selection == [dg.AssetKey("lora_artifact")], "only the finish: no dataset, no submit"
+        resumed = world.run_job("training_job", partition_key=request.partition_key, run_config=request.run_config,
+                                tags={"dagster/run_key": request.run_key}, asset_selection=request.asset_selection)
 
         assert resumed.success
+        assert resumed.asset_materializations_for_node("lora_artifact")
         assert world.spawns() == 1, "the dataset was submitted to the GPU once"
         [final] = repo.find_by_character_id(character.id)
         assert final.id == row.id and final.status == "ready" and final.gpu_call_id == row.gpu_call_id
@@ -185,7 +187,8 @@ def test_killing_a_generation_batch_leaves_no_job_lost_or_generated_twice(restar
         character = world.add_character("Jack Dorsey", person_photos(faces_dir, "jack_dorsey"), lora_enabled=False)
         jobs = GenerationJobsRepository(world.ctx.db)
         ids = jobs.enqueue(character.id, "qwen-image", "a portrait", count=6)
-        runner = _spawn_runner(world, "generation_job", ",".join(map(str, ids)))
+        # two calls at a time: killed with jobs done, jobs in flight and jobs not started
+        runner = _spawn_runner(world, "generation_job", ",".join(map(str, ids)), LORA_PIPELINES_GPU_CONCURRENCY="2")
         try:
             wait_for(lambda: sum(jobs.get(i).status == "succeeded" for i in ids) >= 2, 120, "two finished jobs")
             wait_for(lambda: any(jobs.get(i).status == "running" for i in ids), 30, "a job in flight")

@@ -37,7 +37,7 @@ def installed(tmp_path_factory) -> Path:
     source = root / "source"  # pip builds in the source folder: a copy keeps build/ and *.egg-info out of the checkout
     source.mkdir()
     shutil.copy(REPO_ROOT / "pyproject.toml", source / "pyproject.toml")
-    for package in ("lora_pipelines", "modal_apps"):
+    for package in ("lora_pipelines", "modal_apps", "sim_gpu"):
         shutil.copytree(REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"),
                             str(source)], capture_output=True, text=True, timeout=300, env=_clean_env())

@@ -87,7 +87,7 @@ def test_running_training_twice_for_a_partition_trains_once(world):
 
 def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_training_again(world, monkeypatch,
                                                                                              faces_dir):
-    """A retried run (or the completion sensor's) can finish the row while this run polls: this run then
+    """A retried run (or the completion sensor's) can finish the row while lora_artifact polls: this run then
     verifies the ready artifact instead of reporting the row as failed."""
     from lora_pipelines.services import training as svc
 
@@ -104,7 +104,8 @@ def test_a_run_whose_training_another_run_finished_meanwhile_succeeds_without_tr
     result = world.train(character.id, "flux")
 
     assert result.success
-    assert result.output_for_node("trained_lora")["already_ready"] is True
+    materialized = result.asset_materializations_for_node("lora_artifact")[0].metadata
+    assert materialized["verified_only"].value is True and materialized["status"].value == "ready"
     assert all(check.passed for check in check_results(result).values())
     assert world.spawns() == spawns + 1
     rows = LoraModelsRepository(world.ctx.db).find_by_character_and_model(character.id, "flux")

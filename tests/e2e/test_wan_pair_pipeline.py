@@ -45,7 +45,8 @@ def wan(tmp_path_factory, faces_dir):
         world.katy = world.add_character("Katy Wan", person_photos(faces_dir, "katy_perry"))
         world.run = world.train(world.katy.id, "one-2.2")
         [world.row] = LoraModelsRepository(world.ctx.db).find_by_character_and_model(world.katy.id, "one-2.2")
-        world.result = TrainingResult.model_validate(world.run.output_for_node("trained_lora")["result"])
+        call_id = world.run.output_for_node("trained_lora")["gpu_call_id"]
+        world.result = TrainingResult.model_validate(world.ctx.gpu.training.poll(call_id).result.model_dump())
         yield world
 
 
