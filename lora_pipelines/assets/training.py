@@ -10,6 +10,7 @@ from lora_pipelines.assets.metadata import character_label, image_md, inline_ima
 from lora_pipelines.partitions import character_model_partitions, split_partition_key
 from lora_pipelines.resources import PipelineResource
 from lora_pipelines.services import training as svc
+from lora_pipelines.services.checkpoints import discard_checkpoints
 from lora_pipelines.services.previews import dataset_crops, dataset_preview
 from lora_pipelines.services.training_completion import TrainingNotSubmitted, finish_training
 from lora_pipelines.services.training_state import record_dataset, record_preparing, record_run_failure
@@ -191,10 +192,17 @@ def lora_artifact(context: dg.AssetExecutionContext, config: LoraArtifactConfig,
     if finish.checks is None:  # the row is final: retrying would only re-read the same failure
         raise dg.Failure(description=f"lora_models {row.id} failed: {row.error}",
                          metadata={"lora_model_id": row.id, "error": row.error or ""}, allow_retries=False)
-    checks, choice = finish.checks, finish.checkpoint
+    checks = finish.checks
+    choice = finish.choice
+    scores = checkpoint_metadata(choice) if choice is not None else {}
     if choice is not None:
         context.log.info(f"lora_models {row.id}: published the checkpoint of step {choice.chosen_step} "
                          f"({choice.reason})")
+        # the scores belong to the training: shown on trained_lora too, whose run ended at submission
+        context.log_event(dg.AssetObservation(asset_key="trained_lora", partition=context.partition_key,
+                                              metadata={"lora_model_id": row.id, **scores}))
+    if row.status == "ready":
+        discard_checkpoints(ctx, row_id)  # the published one is at the LoRA's key now
     # a two-expert LoRA (Wan 2.2 14B): model_path is the high_noise file, these the low_noise one
     second = checks.detail.get("second_expert") or {}
     second_file = {"second_expert_path": row.second_expert_path or "",
@@ -207,7 +215,7 @@ def lora_artifact(context: dg.AssetExecutionContext, config: LoraArtifactConfig,
                   "sha256": row.sha256 or "", "size_bytes": row.size_bytes or 0,
                   "detected_base_model": str(checks.detail.get("detected_base_model")),
                   "gpu_call_id": row.gpu_call_id or "", "verified_only": finish.state == "verified", **second_file,
-                  **(checkpoint_metadata(choice) if choice is not None else {})},
+                  **scores},
     )
     detail = dg.MetadataValue.json({k: v for k, v in checks.detail.items() if v is not None})
     yield dg.AssetCheckResult(asset_key="lora_artifact", check_name="header_valid", passed=checks.header_valid,

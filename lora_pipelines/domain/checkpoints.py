@@ -8,13 +8,11 @@ Each is scored on a few sample images; the best likeness is published (ties go t
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 from lora_pipelines.domain.keys import InvalidIdError, validate_key
 
 MAX_CHECKPOINTS = 10
-_STEP_KEY = re.compile(r"\.step(\d{6})\.safetensors\Z")
 
 
 def save_every(steps: int, count: int) -> int:
@@ -37,12 +35,6 @@ def checkpoint_key(lora_file_key: str, step: int) -> str:
     if not lora_file_key.endswith(".safetensors") or not 1 <= step <= 999_999:
         raise InvalidIdError(f"no checkpoint key for {lora_file_key[:60]!r} at step {step}")
     return f"{lora_file_key.removesuffix('.safetensors')}.step{step:06d}.safetensors"
-
-
-def step_of_key(key: str) -> int | None:
-    """The step a checkpoint key names (None for a LoRA's own key)."""
-    match = _STEP_KEY.search(key)
-    return int(match.group(1)) if match else None
 
 
 def best_step(scores: Sequence[tuple[int, float | None]]) -> int | None:

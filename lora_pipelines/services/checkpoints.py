@@ -144,8 +144,8 @@ def sample_image(ctx: PipelineContext, model: ModelEntry, lora: LoraCandidate, i
 
     selection = LoraSelection(lora=lora, reason=None, detail="checkpoint sample", trigger_word=lora.trigger_word)
     prompt = apply_trigger_word(SAMPLE_PROMPTS[index % len(SAMPLE_PROMPTS)], lora.trigger_word)
-    try:
-        with route_slot(ctx, model.lora_route.kind, SlotWait()):  # within the GPU and pod limits, as generations
+    try:  # the same call slots as generations: a ComfyUI pod's limit holds for samples too
+        with route_slot(ctx, model.lora_route.kind, SlotWait()):
             return _render(ctx, model.lora_route, "lora", model, prompt, SAMPLE_SEED + index, selection, None).image
     except Exception:  # noqa: BLE001 - a sample that fails counts as missing, not as a bad likeness
         return None

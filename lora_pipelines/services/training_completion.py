@@ -1,6 +1,6 @@
 """Finishing a training whose GPU call was submitted earlier, by whichever run gets there: poll the call (for at most
-a short wait), and once it has ended choose the best checkpoint and publish and verify it, mark the row failed, or
-resubmit a lost call.
+a short wait), and once it has ended choose the best checkpoint (services/checkpoints.py), publish and verify it,
+mark the row failed, or resubmit a lost call.
 
 Submitting (`services.training.start_training`) and finishing are separate so that no run, and no GPU pool slot,
 is held for the length of a training: the `training_completion` sensor requests the finishing run when the call
@@ -16,7 +16,7 @@ from typing import Literal
 from lora_pipelines.domain.keys import dataset_prefix
 from lora_pipelines.gpu.schemas import TrainingPoll
 from lora_pipelines.services import training as svc
-from lora_pipelines.services.checkpoints import CheckpointChoice, choose_checkpoint, discard_checkpoints
+from lora_pipelines.services.checkpoints import CheckpointChoice, choose_checkpoint
 from lora_pipelines.services.context import PipelineContext
 from lora_pipelines.store.lora_models import LoraModelsRepository
 
@@ -32,7 +32,7 @@ class TrainingFinish:
     state: FinishState  # published: ready now; verified: was ready, file re-checked; running: not ended yet
     row: object  # the lora_models row as it is now
     checks: svc.ArtifactChecks | None = None
-    checkpoint: CheckpointChoice | None = None  # how the published file was chosen among the checkpoints
+    choice: CheckpointChoice | None = None  # the checkpoint published and every checkpoint's score (published only)
 
 
 def resubmission_descriptor(ctx: PipelineContext, row) -> svc.DatasetDescriptor:
@@ -82,15 +82,6 @@ def finish_training(ctx: PipelineContext, row_id: int, *, wait_s: float, poll_in
         if row.status == "ready":  # another run finished it meanwhile: check the file it published
             return _verified(ctx, row)
         return TrainingFinish("failed", row)
-    choice = choose_checkpoint(ctx, row.id, result)
+    choice = choose_checkpoint(ctx, row.id, result)  # the best checkpoint by held-out likeness, not the last
     checks = svc.publish_artifact(ctx, row.id, choice.result)
-    row = repo.get(row.id)
-    if row.status == "ready":
-        discard_checkpoints(ctx, row.id)  # the published one is at the LoRA's key now
-    return TrainingFinish("published" if checks.passed else "failed", row, checks, choice)
-
-
-def _verified(ctx: PipelineContext, row) -> TrainingFinish:
-    checks = svc.verify_ready_artifact(ctx, row)
-    discard_checkpoints(ctx, row.id)  # left behind if a run died between publishing and cleaning up
-    return TrainingFinish("verified", row, checks)
+    return TrainingFinish("published" if checks.passed else "failed", repo.get(row.id), checks, choice)

@@ -57,10 +57,13 @@ def test_the_published_checkpoint_is_the_best_likeness_not_the_over_trained_last
         [world.ctx.store.stat(row.model_path)]  # the other checkpoints are gone from the store
     assert not list((world.home / "sim_gpu" / "trained").glob(f"{row.gpu_call_id}.step*"))
 
-    metadata = result.asset_materializations_for_node("lora_artifact")[0].metadata  # the finishing step chose it
-    assert metadata["chosen_step"].value == chosen
-    assert [r.data["step"] for r in metadata["checkpoint_scores"].records] == ["750", "1500", "2250", "3000"]
-    assert metadata["checkpoint_plot"].md_str.startswith("![checkpoint likeness](data:image/png;base64,")
+    # chosen where the training's result is: the run that finishes it; shown on trained_lora too
+    [observed] = [o for o in result.asset_observations_for_node("lora_artifact")
+                  if o.asset_key.to_user_string() == "trained_lora"]
+    for metadata in (result.asset_materializations_for_node("lora_artifact")[0].metadata, observed.metadata):
+        assert metadata["chosen_step"].value == chosen
+        assert [r.data["step"] for r in metadata["checkpoint_scores"].records] == ["750", "1500", "2250", "3000"]
+        assert metadata["checkpoint_plot"].md_str.startswith("![checkpoint likeness](data:image/png;base64,")
 
 
 def test_an_under_trained_early_checkpoint_scores_lower(world, faces_dir, monkeypatch):

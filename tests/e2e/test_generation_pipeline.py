@@ -218,8 +218,8 @@ def test_generate_cli_with_wait_waits_for_jobs_another_worker_claimed(world, mon
     """--wait prints final jobs: one the sensor's run claimed first is waited for, not printed while running."""
     import threading
 
-    from lora_pipelines.assets import generation as generation_asset
     from lora_pipelines.cli import main
+    from lora_pipelines.services import generation_batch
 
     def claimed_elsewhere(ctx, job_id, worker, finish_after_s):
         repo = GenerationJobsRepository(ctx.db)
@@ -230,11 +230,11 @@ def test_generate_cli_with_wait_waits_for_jobs_another_worker_claimed(world, mon
         return None
 
     args = ["generate", "--character", str(world.katy.id), "--model", "flux", "--prompt", PROMPT, "--wait"]
-    monkeypatch.setattr(generation_asset, "run_generation_job",
-                        lambda c, j, worker: claimed_elsewhere(c, j, worker, 0.5))
+    monkeypatch.setattr(generation_batch, "run_generation_job",
+                        lambda c, j, worker, **_: claimed_elsewhere(c, j, worker, 0.5))
     waited = CliRunner().invoke(main, [*args, "--timeout", "30"])
-    monkeypatch.setattr(generation_asset, "run_generation_job",
-                        lambda c, j, worker: claimed_elsewhere(c, j, worker, None))
+    monkeypatch.setattr(generation_batch, "run_generation_job",
+                        lambda c, j, worker, **_: claimed_elsewhere(c, j, worker, None))
     timed_out = CliRunner().invoke(main, [*args, "--timeout", "1"])
 
     assert waited.exit_code == 0, waited.output

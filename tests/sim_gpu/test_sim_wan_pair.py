@@ -14,7 +14,7 @@ from safetensors import safe_open
 from lora_pipelines.domain.lora_format import lora_tensor_shapes
 from lora_pipelines.domain.safetensors_inspect import inspect_lora_file
 from lora_pipelines.gpu.schemas import TrainingSpec
-from sim_gpu.files import FACE_TENSOR_PREFIX
+from sim_gpu.files import FACE_TENSOR_PREFIX, PHOTO_TENSOR_PREFIX
 from sim_gpu.training import TrainingCalls
 
 
@@ -59,7 +59,7 @@ def test_a_wan_22_call_writes_both_experts_and_a_restart_still_knows_them(faces_
         assert (inspection.base_model, inspection.trigger_word, inspection.rank) == ("one-2.2", "ohwx_wan", 4)
         assert inspection.metadata["lora_pipelines.expert"] == expert
         with safe_open(str(path), "np") as lora:
-            lora_keys = {k for k in lora.keys() if not k.startswith(FACE_TENSOR_PREFIX)}
+            lora_keys = {k for k in lora.keys() if not k.startswith((FACE_TENSOR_PREFIX, PHOTO_TENSOR_PREFIX))}
         assert lora_keys == set(lora_tensor_shapes("one-2.2", 4))  # ai-toolkit's Wan layout
     assert result.sha256 != result.second_expert.sha256
     assert not calls.file_path(call.call_id).exists()

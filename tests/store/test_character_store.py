@@ -83,7 +83,7 @@ def test_migration_0004_makes_duplicate_trigger_words_unique_keeping_the_first(a
     words = [c.trigger_word for c in CharactersRepository(app_db).list()]
     first, second, other = words
     assert (first, other) == ("ohwx_katy", "ohwx_other") and second.startswith("ohwx_katy_") and second != first
-    assert app_db.current_revision() == "0004"
+    assert app_db.current_revision() == "0005"  # the head: 0005 chains after 0004
 
 
 def test_the_unique_index_holds_against_a_direct_insert(tmp_path):
