@@ -159,11 +159,10 @@ def checkpoint_metadata(choice) -> dict:
                                       "at least the active one's minus the tolerance; both scores shown."),
     ],
     can_subset=True,  # its outputs are optional: nothing is materialized while the training still runs
-    pool="gpu_training",  # choosing the checkpoint generates sample images
 )
 def lora_artifact(context: dg.AssetExecutionContext, config: LoraArtifactConfig, pipeline: PipelineResource):
-    """Finish the partition's training once its GPU call has ended: choose the best checkpoint, then fetch, verify
-    and publish the file (Wan 2.2 14B: the {jobId}.high_noise + .low_noise pair beside it)."""
+    """Finish the partition's training once its GPU call has ended: fetch, verify and publish the file (Wan 2.2 14B:
+    the {jobId}.high_noise + .low_noise pair beside it)."""
     ctx = pipeline.context
     character_id, base_model = split_partition_key(context)
     row_id = config.lora_model_id or _submitted_row_id(context)

@@ -66,7 +66,7 @@ def finish_training(ctx: PipelineContext, row_id: int, *, wait_s: float, poll_in
     if row is None:
         raise LookupError(f"lora_models {row_id} does not exist")
     if row.status == "ready":
-        return _verified(ctx, row)
+        return TrainingFinish("verified", row, svc.verify_ready_artifact(ctx, row))
     if row.status == "failed":
         return TrainingFinish("failed", row)
     if not row.gpu_call_id:
@@ -80,7 +80,7 @@ def finish_training(ctx: PipelineContext, row_id: int, *, wait_s: float, poll_in
     if result is None:
         row = repo.get(row.id)
         if row.status == "ready":  # another run finished it meanwhile: check the file it published
-            return _verified(ctx, row)
+            return TrainingFinish("verified", row, svc.verify_ready_artifact(ctx, row))
         return TrainingFinish("failed", row)
     choice = choose_checkpoint(ctx, row.id, result)  # the best checkpoint by held-out likeness, not the last
     checks = svc.publish_artifact(ctx, row.id, choice.result)
