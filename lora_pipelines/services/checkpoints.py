@@ -38,7 +38,6 @@ SAMPLE_PROMPTS = (
     "headshot, studio lighting, neutral background",
 )
 SAMPLE_SEED = 7_000  # sample i uses seed SAMPLE_SEED + i, for every checkpoint of every training
-SAMPLE_WORKERS = 4
 ScorerFactory = Callable[[PipelineContext, object], LikenessScorer | None]
 
 
@@ -156,7 +155,9 @@ def sample_images(ctx: PipelineContext, model: ModelEntry, loras: list[LoraCandi
     """`count` sample images of each LoRA file, generated a few at a time (the GPU side runs them in parallel)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=SAMPLE_WORKERS, thread_name_prefix="checkpoint-sample") as pool:
+    # as many at once as a generation run makes: route_slot holds them to LORA_PIPELINES_GPU_CONCURRENCY anyway
+    workers = ctx.settings.gpu_concurrency
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-sample") as pool:
         futures = [[pool.submit(sample_image, ctx, model, lora, i) for i in range(count)] for lora in loras]
         return [[f.result() for f in row] for row in futures]
 
