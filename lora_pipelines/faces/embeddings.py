@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lora_pipelines.faces.images import downscale
+from lora_pipelines.faces.images import FaceBox, downscale
 
 # dlib's descriptor looks at a 150 px chip; a moderate working copy keeps landmarks precise and conversions cheap.
 DESCRIPTOR_MAX_SIDE = 1600
@@ -19,26 +19,13 @@ CROP_PADDING = 0.8
 
 
 @dataclass(frozen=True)
-class DetectedFace:
+class DetectedFace(FaceBox):
     """One face, in the coordinates of the image passed to `analyze` (picklable)."""
 
     box: tuple[int, int, int, int]  # left, top, right, bottom
     landmarks: np.ndarray  # (68, 2) float32, x/y
     embedding: np.ndarray  # (128,) float32
     score: float  # HOG detector confidence
-
-    @property
-    def width(self) -> int:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> int:
-        return self.box[3] - self.box[1]
-
-    @property
-    def size(self) -> int:
-        """The smaller side of the box, in pixels."""
-        return min(self.width, self.height)
 
 
 def face_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -77,3 +77,22 @@ def to_png_bytes(img: Image.Image) -> bytes:
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=False, compress_level=6)
     return out.getvalue()
+
+
+class FaceBox:
+    """Width, height and size of a detected face's `box` (left, top, right, bottom)."""
+
+    box: tuple[int, int, int, int]
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> int:
+        """The smaller side of the box, in pixels."""
+        return min(self.width, self.height)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lora_pipelines.faces.images import downscale
+from lora_pipelines.faces.images import FaceBox, downscale
 
 # OpenCV's published same-person bound (samples/dnn/face_recognizer.py, opencv_zoo sface.py).
 SFACE_THRESHOLD = 0.363
@@ -52,26 +52,13 @@ class SFaceModelError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SFaceFace:
+class SFaceFace(FaceBox):
     """One face, in the coordinates of the image passed to `analyze` (picklable)."""
 
     box: tuple[int, int, int, int]  # left, top, right, bottom
     landmarks: np.ndarray  # (5, 2) float32, order of REFERENCE_POINTS
     embedding: np.ndarray  # (128,) float32, unit length
     score: float  # YuNet confidence
-
-    @property
-    def width(self) -> int:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> int:
-        return self.box[3] - self.box[1]
-
-    @property
-    def size(self) -> int:
-        """The smaller side of the box, in pixels."""
-        return min(self.width, self.height)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
